@@ -1,0 +1,282 @@
+"""Wiring: one operator instance's objects, and what each watch event means for them.
+
+kopf delivers watch events to :mod:`rolecall.handlers`, which hands them here. This module
+keeps the cache, turns events into scheduler triggers, owns the health/metrics endpoint and
+the lifecycle. Decisions stay in the pure modules; I/O stays in the adapters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kopf
+from aiohttp import web
+
+from rolecall import constants as c
+from rolecall.clock import Clock, SystemClock
+from rolecall.config import Settings
+from rolecall.kube import KubeAdapter, load_configuration
+from rolecall.metrics import Metrics
+from rolecall.model import SpecError, parse_assumed_role, parse_policy
+from rolecall.ratelimit import TokenBucket
+from rolecall.reconcile import Cache, Key, Reconciler, _clean
+from rolecall.scheduler import Scheduler
+from rolecall.sts import StaticKeys, STSAdapter
+
+logger = logging.getLogger("rolecall")
+
+
+class App:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        kube: KubeAdapter | None = None,
+        sts: STSAdapter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.kube = kube or KubeAdapter(
+            load_configuration(settings.kubeconfig, settings.context),
+            pool_size=settings.workers + 4,
+        )
+        self.sts = sts or STSAdapter(
+            default_region=settings.default_region, endpoint_url=settings.sts_endpoint_url
+        )
+        self.metrics = Metrics()
+        self.cache = Cache()
+        self.executor = ThreadPoolExecutor(max_workers=settings.workers + 2, thread_name_prefix="rolecall-io")
+        self.reconciler: Reconciler | None = None
+        self.scheduler: Scheduler | None = None
+        self._runner: web.AppRunner | None = None
+        self.leader = settings.ha == "none"
+        self._background: list[asyncio.Task[None]] = []
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def startup_kopf(self, settings: kopf.OperatorSettings) -> None:
+        """kopf's settings for rolecall, then our own startup."""
+        settings.posting.enabled = False  # we post our own events, on transitions only
+        settings.watching.server_timeout = 600
+        settings.watching.client_timeout = 660
+        settings.networking.request_timeout = 30
+        settings.scanning.disabled = True
+        await self.startup()
+
+    def login(self, **kwargs: Any) -> kopf.ConnectionInfo | None:
+        """kopf talks to the same API server, with the same credentials, as our adapter."""
+        if self.settings.kubeconfig is None and self.kube.in_cluster:
+            return kopf.login_via_client(**kwargs)
+        conn = self.kube.connection()
+        return kopf.ConnectionInfo(
+            server=conn.server,
+            token=conn.token,
+            scheme="Bearer" if conn.token else None,
+            ca_path=conn.ca_path,
+            certificate_path=conn.cert_path,
+            private_key_path=conn.key_path,
+            insecure=conn.insecure,
+        )
+
+    async def startup(self) -> None:
+        """Prime the policy and namespace caches, then start the scheduler and endpoints.
+
+        Priming before any AssumedRole is reconciled matters: an empty policy cache would
+        deny every binding and delete its Secret.
+        """
+        if self.settings.operator_keys_secret:
+            await self._load_operator_keys()
+        await self._prime()
+        limiter = TokenBucket(self.settings.sts_rate, self.settings.sts_burst)
+        self.reconciler = Reconciler(
+            settings=self.settings,
+            kube=self.kube,
+            sts=self.sts,
+            clock=self.clock,
+            cache=self.cache,
+            metrics=self.metrics,
+            limiter=limiter,
+            executor=self.executor,
+        )
+        self.scheduler = Scheduler(self.reconciler.reconcile, self.clock, workers=self.settings.workers)
+        self.scheduler.paused = not self.leader
+        await self.scheduler.start()
+        if self.settings.health_port >= 0:
+            await self._serve_health()
+
+    async def cleanup(self) -> None:
+        for task in self._background:
+            task.cancel()
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _load_operator_keys(self) -> None:
+        ns, _, name = (self.settings.operator_keys_secret or "").partition("/")
+        loop = asyncio.get_running_loop()
+        secret = await loop.run_in_executor(self.executor, self.kube.get_secret, ns, name)
+        from rolecall.render import decode_data
+
+        data = decode_data(secret.get("data") if secret else None)
+        if not data.get(c.KEY_ACCESS_KEY_ID) or not data.get(c.KEY_SECRET_ACCESS_KEY):
+            raise RuntimeError(
+                f"--operator-keys-secret {ns}/{name}: the Secret must hold {c.KEY_ACCESS_KEY_ID} and {c.KEY_SECRET_ACCESS_KEY}"
+            )
+        self.sts = STSAdapter(
+            default_region=self.settings.default_region,
+            endpoint_url=self.settings.sts_endpoint_url,
+            base_keys=StaticKeys(
+                data[c.KEY_ACCESS_KEY_ID],
+                data[c.KEY_SECRET_ACCESS_KEY],
+                data.get(c.KEY_SESSION_TOKEN, ""),
+            ),
+        )
+
+    async def _prime(self) -> None:
+        loop = asyncio.get_running_loop()
+        policies = await loop.run_in_executor(
+            self.executor,
+            lambda: self.kube.request("GET", f"/apis/{c.API_VERSION}/{c.PLURAL_POLICY}"),
+        )
+        for body in policies.get("items") or []:
+            self._store_policy(body)
+        namespaces = await loop.run_in_executor(
+            self.executor, lambda: self.kube.request("GET", "/api/v1/namespaces")
+        )
+        for body in namespaces.get("items") or []:
+            meta = body.get("metadata", {})
+            self.cache.namespace_labels[meta.get("name", "")] = dict(meta.get("labels") or {})
+
+    async def _serve_health(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.health_host, self.settings.health_port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        if sockets:
+            self.health_port = sockets[0].getsockname()[1]
+        logger.info(
+            "Serving /healthz and /metrics on %s:%s",
+            self.settings.health_host,
+            getattr(self, "health_port", self.settings.health_port),
+        )
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        alive = self.scheduler is not None and all(not t.done() for t in self.scheduler._tasks)
+        return web.json_response({"ok": alive, "leader": self.leader}, status=200 if alive else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        ready = sum(1 for st in self.cache.states.values() if st.ready)
+        self.metrics.assumed_roles.labels("true").set(ready)
+        self.metrics.assumed_roles.labels("false").set(len(self.cache.assumed_roles) - ready)
+        return web.Response(
+            body=self.metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    # --- leadership ---------------------------------------------------------------------
+
+    def set_leader(self, leader: bool) -> None:
+        self.leader = leader
+        if self.scheduler is not None:
+            self.scheduler.paused = not leader
+            self.scheduler.wake()
+
+    # --- watch events -------------------------------------------------------------------
+
+    def _trigger(self, key: Key) -> None:
+        if self.scheduler is not None:
+            self.scheduler.trigger(key)
+
+    def on_assumed_role(self, event: dict[str, Any]) -> None:
+        body = event.get("object") or {}
+        meta = body.get("metadata", {})
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if event.get("type") == "DELETED":
+            self.cache.assumed_roles.pop(key, None)
+            self.cache.states.pop(key, None)
+            if self.scheduler is not None:
+                self.scheduler.forget(key)
+                self.scheduler.trigger(key)  # one last run cleans up metrics
+            return
+        old = self.cache.assumed_roles.get(key)
+        self.cache.assumed_roles[key] = body
+        state = self.cache.states.get(key)
+        if old is None or state is None:
+            self._trigger(key)
+            return
+        if old.get("metadata", {}).get("generation") != meta.get("generation") or meta.get(
+            "deletionTimestamp"
+        ):
+            self._trigger(key)
+            return
+        if state.last_status is not None and _clean(body.get("status")) != state.last_status:
+            # status changed by someone else (or our write raced): rewrite the truth
+            state.last_status = None
+            self._trigger(key)
+
+    def on_secret(self, event: dict[str, Any]) -> None:
+        body = event.get("object") or {}
+        meta = body.get("metadata", {})
+        owner = (meta.get("labels") or {}).get(c.LABEL_ASSUMED_ROLE)
+        if not owner:
+            return
+        key = (meta.get("namespace", ""), owner)
+        if key not in self.cache.assumed_roles:
+            return
+        state = self.cache.states.get(key)
+        if event.get("type") == "DELETED" or state is None or state.written_rv != meta.get("resourceVersion"):
+            self._trigger(key)
+
+    def _store_policy(self, body: dict[str, Any]) -> None:
+        name = body.get("metadata", {}).get("name", "")
+        try:
+            self.cache.policies[name] = parse_policy(name, body.get("spec"))
+        except SpecError as exc:
+            self.cache.policies.pop(name, None)
+            logger.warning("AssumedRolePolicy %s is invalid and admits nothing: %s", name, exc)
+
+    def on_policy(self, event: dict[str, Any]) -> None:
+        body = event.get("object") or {}
+        if event.get("type") == "DELETED":
+            self.cache.policies.pop(body.get("metadata", {}).get("name", ""), None)
+        else:
+            self._store_policy(body)
+        self._reevaluate_access(None)
+
+    def on_namespace(self, event: dict[str, Any]) -> None:
+        body = event.get("object") or {}
+        meta = body.get("metadata", {})
+        name = meta.get("name", "")
+        labels = dict(meta.get("labels") or {})
+        if event.get("type") == "DELETED":
+            self.cache.namespace_labels.pop(name, None)
+            return
+        if self.cache.namespace_labels.get(name) != labels:
+            self.cache.namespace_labels[name] = labels
+            self._reevaluate_access(name)
+
+    def _reevaluate_access(self, namespace: str | None) -> None:
+        """Trigger exactly the bindings whose access decision changed."""
+        if self.reconciler is None:
+            return
+        for key, body in list(self.cache.assumed_roles.items()):
+            if namespace is not None and key[0] != namespace:
+                continue
+            try:
+                spec = parse_assumed_role(key[0], key[1], body.get("spec"))
+            except SpecError:
+                continue
+            allowed = self.reconciler.decide_access(key[0], spec).allowed
+            state = self.cache.states.get(key)
+            if state is None or state.allowed != allowed:
+                self._trigger(key)

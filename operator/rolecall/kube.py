@@ -1,0 +1,249 @@
+"""The only Kubernetes client user: Secrets, status, events and pods, as plain dicts.
+
+One place owns the HTTP semantics: 404 → :class:`NotFound`, 409 → :class:`Conflict` or
+:class:`AlreadyExists`, anything else → :class:`KubeError`. Responses are decoded straight
+from JSON (the generated models are slow and lossy for custom resources). Blocking: the
+reconciler calls these from worker threads.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import secrets as pysecrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import kubernetes.client
+import kubernetes.config
+from kubernetes.client.exceptions import ApiException
+
+from rolecall import constants as c
+
+
+class KubeError(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class NotFound(KubeError):
+    pass
+
+
+class Conflict(KubeError):
+    pass
+
+
+class AlreadyExists(Conflict):
+    pass
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach the API server; shared with kopf's login so both use one config."""
+
+    server: str
+    token: str | None
+    ca_path: str | None
+    cert_path: str | None
+    key_path: str | None
+    insecure: bool
+
+
+def load_configuration(
+    kubeconfig: str | None = None, context: str | None = None
+) -> kubernetes.client.Configuration:
+    """In-cluster config when running in a pod (and no kubeconfig is given), else a kubeconfig."""
+    configuration = kubernetes.client.Configuration()
+    if kubeconfig is None:
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            configuration.rolecall_in_cluster = True
+            return configuration
+        except kubernetes.config.ConfigException:
+            pass
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=kubeconfig, context=context, client_configuration=configuration
+    )
+    return configuration
+
+
+class KubeAdapter:
+    def __init__(self, configuration: kubernetes.client.Configuration, *, pool_size: int = 16) -> None:
+        configuration.connection_pool_maxsize = pool_size
+        self.configuration = configuration
+        self.api = kubernetes.client.ApiClient(configuration)
+        self.in_cluster = bool(getattr(configuration, "rolecall_in_cluster", False))
+
+    def connection(self) -> Connection:
+        cfg = self.configuration
+        token = None
+        auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+        if auth:
+            token = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else auth
+        return Connection(
+            server=cfg.host,
+            token=token,
+            ca_path=cfg.ssl_ca_cert,
+            cert_path=cfg.cert_file,
+            key_path=cfg.key_file,
+            insecure=not cfg.verify_ssl,
+        )
+
+    def close(self) -> None:
+        self.api.close()  # type: ignore[no-untyped-call]
+
+    # --- the one request primitive ---------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        _, url, headers, body_out, post = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self.api.call_api(
+                method,
+                url,
+                header_params=headers,
+                body=body_out,
+                post_params=post,
+                _request_timeout=timeout,
+            )
+            raw = response.read()  # type: ignore[no-untyped-call]
+        except ApiException as exc:  # raised by the REST layer for transport-level errors
+            raise KubeError(exc.status or 0, exc.reason or "Error", str(exc.body or "")[:500]) from None
+        except OSError as exc:
+            raise KubeError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from None
+        status = response.status
+        try:
+            payload = json.loads(raw) if raw else {}
+        except ValueError:
+            payload = {
+                "message": raw[:500].decode(errors="replace") if isinstance(raw, bytes) else str(raw)[:500]
+            }
+        if status >= 400:
+            reason = str(payload.get("reason") or response.reason or "Error")
+            message = str(payload.get("message") or "")
+            if status == 404:
+                raise NotFound(status, reason, message)
+            if status == 409:
+                raise (AlreadyExists if reason == "AlreadyExists" else Conflict)(status, reason, message)
+            raise KubeError(status, reason, message)
+        return payload if isinstance(payload, dict) else {}
+
+    # --- Secrets -------------------------------------------------------------------
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        except NotFound:
+            return None
+
+    def create_secret(self, body: dict[str, Any]) -> dict[str, Any]:
+        ns = body["metadata"]["namespace"]
+        return self.request("POST", f"/api/v1/namespaces/{ns}/secrets", body=body)
+
+    def replace_secret(self, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT with the body's resourceVersion: a concurrent change answers Conflict."""
+        meta = body["metadata"]
+        return self.request(
+            "PUT", f"/api/v1/namespaces/{meta['namespace']}/secrets/{meta['name']}", body=body
+        )
+
+    def delete_secret(self, namespace: str, name: str, uid: str | None = None) -> bool:
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self.request("DELETE", f"/api/v1/namespaces/{namespace}/secrets/{name}", body=body)
+        except NotFound:
+            return False
+        return True
+
+    # --- AssumedRoles ----------------------------------------------------------------
+
+    def get_assumed_role(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request(
+                "GET",
+                f"/apis/{c.API_VERSION}/namespaces/{namespace}/{c.PLURAL_ASSUMED_ROLE}/{name}",
+            )
+        except NotFound:
+            return None
+
+    def patch_assumed_role_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return self.request(
+            "PATCH",
+            f"/apis/{c.API_VERSION}/namespaces/{namespace}/{c.PLURAL_ASSUMED_ROLE}/{name}/status",
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    # --- events and pods ---------------------------------------------------------------
+
+    def create_event(
+        self,
+        involved: dict[str, Any],
+        *,
+        reason: str,
+        message: str,
+        type_: str,
+        now: datetime.datetime,
+        component: str = "rolecall",
+    ) -> None:
+        meta = involved.get("metadata", {})
+        ns = meta.get("namespace") or "default"
+        stamp = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta.get('name', 'x')}.{pysecrets.token_hex(8)}",
+                "namespace": ns,
+            },
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", c.API_VERSION),
+                "kind": involved.get("kind", c.KIND_ASSUMED_ROLE),
+                "name": meta.get("name"),
+                "namespace": ns,
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": component},
+            "reportingComponent": component,
+            "reportingInstance": component,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        self.request("POST", f"/api/v1/namespaces/{ns}/events", body=body)
+
+    def list_pods(self, namespace: str, service_account: str) -> list[dict[str, Any]]:
+        answer = self.request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/pods",
+            query={"fieldSelector": f"spec.serviceAccountName={service_account}"},
+        )
+        return list(answer.get("items") or [])

@@ -1,0 +1,41 @@
+"""Run one operator instance: kopf underneath, our handlers, our App in kopf's memo."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+
+from rolecall import handlers
+from rolecall.app import App
+from rolecall.config import Settings
+
+
+def build_registry() -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry)
+    return registry
+
+
+async def run_operator(
+    app: App,
+    *,
+    stop_flag: asyncio.Event | None = None,
+    ready_flag: asyncio.Event | None = None,
+) -> None:
+    """Run until ``stop_flag`` is set (or a signal arrives, when run as the main program)."""
+    settings: Settings = app.settings
+    kwargs: dict[str, Any] = {}
+    if settings.namespaces:
+        kwargs["namespaces"] = list(settings.namespaces)
+    else:
+        kwargs["clusterwide"] = True
+    await kopf.operator(
+        registry=build_registry(),
+        memo=kopf.Memo(app=app),
+        standalone=True,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+        **kwargs,
+    )
