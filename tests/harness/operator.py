@@ -1,0 +1,105 @@
+"""Run the real operator (kopf + App) in a thread of the test process, with its own loop.
+
+The operator talks HTTP to the emulator and to the STS proxy like it would in a cluster;
+only its clock is injected (a FakeClock the test moves), so refresh timing is tested
+without waiting. Several instances can run at once (an HA pair): each gets its own registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rolecall.app import App
+from rolecall.clock import Clock
+from rolecall.config import Settings
+from rolecall.runtime import run_operator
+
+
+class LogCapture(logging.Handler):
+    """Keeps every formatted log line (and exception text) of the operator for scanning."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # a log line that cannot be formatted must not break the operator
+            self.lines.append(f"<unformattable {record.msg!r}>")
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+class OperatorThread:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.app = App(settings, clock=clock)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="rolecall-operator", daemon=True)
+        self.error: BaseException | None = None
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            ready = asyncio.Event()
+            waiter = asyncio.create_task(ready.wait())
+            waiter.add_done_callback(lambda _: self._ready.set())
+            try:
+                await run_operator(self.app, stop_flag=self._stop, ready_flag=ready)
+            finally:
+                waiter.cancel()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # surfaced to the test by stop()
+            self.error = exc
+        finally:
+            self._ready.set()
+
+    def start(self, timeout: float = 20.0) -> OperatorThread:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise AssertionError(f"operator did not become ready within {timeout}s")
+        if self.error is not None:
+            raise AssertionError(f"operator failed to start: {self.error!r}") from self.error
+        return self
+
+    def call(self, fn, *args):  # type: ignore[no-untyped-def]
+        """Run ``fn(*args)`` on the operator's loop and return its result (thread-safe)."""
+        assert self._loop is not None
+
+        async def run():  # type: ignore[no-untyped-def]
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:
+                pass
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise AssertionError("operator did not stop in time")
+        if self.error is not None and not isinstance(self.error, asyncio.CancelledError):
+            raise AssertionError(f"operator ended with an error: {self.error!r}") from self.error
+
+
+@contextmanager
+def running_operator(settings: Settings, clock: Clock | None = None) -> Iterator[OperatorThread]:
+    op = OperatorThread(settings, clock).start()
+    try:
+        yield op
+    finally:
+        op.stop()
