@@ -35,6 +35,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
@@ -256,6 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "rolecall-sidecar"
     sys_version = ""
     protocol_version = "HTTP/1.0"  # one request per connection: no stale keep-alive races
+    default_request_version = "HTTP/1.0"  # answer malformed requests with a status line
     timeout = 10  # a client that sends nothing is dropped after this
 
     def _dispatch(self) -> None:
@@ -272,8 +274,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Malformed requests: a JSON error that does not echo the request back."""
+        self.close_connection = True
+        status = HTTPStatus(code)
+        code_name = status.phrase.replace(" ", "").replace("-", "")
+        body = json.dumps({"Code": code_name, "Message": status.phrase}).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if getattr(self, "command", None) != "HEAD":
+            self.wfile.write(body)
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        path = urllib.parse.urlsplit(getattr(self, "path", "") or "").path
+        path = urllib.parse.urlsplit(getattr(self, "path", "") or "").path or "-"
         level = logging.DEBUG if path in HEALTH_PATHS else logging.INFO
         method = getattr(self, "command", None) or "-"
         log.log(level, "%s %s %s", _printable(method, 16), _printable(path), _printable(str(code)))
