@@ -304,9 +304,7 @@ class Fault:
         if self.error is None and self.slow is None and not self.drop:
             raise ValueError("a Fault needs error=..., slow=... or drop=True")
         if self.error is not None and self.error not in ERRORS and self.status is None:
-            raise ValueError(
-                f"unknown STS error {self.error!r}: pass status=... or one of {sorted(ERRORS)}"
-            )
+            raise ValueError(f"unknown STS error {self.error!r}: pass status=... or one of {sorted(ERRORS)}")
         if self.error is not None and self.drop:
             raise ValueError("a Fault either answers an error or drops the connection")
         if self.nth is not None and self.nth < 1:
@@ -477,6 +475,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             super().finish()
         finally:
             self.server.proxy._track(self.connection, add=False)
+            self.server.proxy._close_upstream()  # this thread served its only client
 
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -666,6 +665,12 @@ class STSFaultProxy:
             else:
                 self._connections.discard(sock)
 
+    def _close_upstream(self) -> None:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
     def _record(self, record: STSRequest) -> None:
         with self._lock:
             self._records.append(record)
@@ -720,9 +725,7 @@ class STSFaultProxy:
             )
             self._record(dataclasses.replace(record, status=502, fault="upstream-error"))
             return 502, [("Content-Type", "text/xml")], answer
-        self._record(
-            dataclasses.replace(record, status=status, fault=fault.kind if fault else None)
-        )
+        self._record(dataclasses.replace(record, status=status, fault=fault.kind if fault else None))
         return status, out_headers, answer
 
     def _forward(
