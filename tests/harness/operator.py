@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from rolecall.app import App
 from rolecall.clock import Clock
@@ -85,10 +85,8 @@ class OperatorThread:
 
     def stop(self, timeout: float = 20.0) -> None:
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            try:
+            with suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._stop.set)
-            except RuntimeError:
-                pass
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise AssertionError("operator did not stop in time")
