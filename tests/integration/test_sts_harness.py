@@ -67,9 +67,7 @@ def test_env_points_boto3_at_the_proxy(sts: STSFaultProxy, aws_env: dict[str, st
     assert record.region == "us-east-1"
 
 
-def test_assume_role_records_the_request_and_the_credentials_work(
-    sts: STSFaultProxy, client: Any
-) -> None:
+def test_assume_role_records_the_request_and_the_credentials_work(sts: STSFaultProxy, client: Any) -> None:
     policy = json.dumps({"Version": "2012-10-17", "Statement": []})
     answer = assume(
         client,
@@ -171,9 +169,7 @@ def test_fault_forever_with_a_glob(sts: STSFaultProxy, client: Any) -> None:
 
 
 @pytest.mark.parametrize("code", sorted(ERRORS))
-def test_each_error_surfaces_in_boto3_with_its_code(
-    sts: STSFaultProxy, client: Any, code: str
-) -> None:
+def test_each_error_surfaces_in_boto3_with_its_code(sts: STSFaultProxy, client: Any, code: str) -> None:
     status = ERRORS[code][0]
     sts.add_fault(Fault(error=code, action="AssumeRole"))
     with pytest.raises(botocore.exceptions.ClientError) as exc:
