@@ -19,6 +19,7 @@ from rolecall import constants as c
 from rolecall.clock import Clock, SystemClock
 from rolecall.config import Settings
 from rolecall.kube import KubeAdapter, load_configuration
+from rolecall.leader import LeaderElector
 from rolecall.metrics import Metrics
 from rolecall.model import SpecError, parse_assumed_role, parse_policy
 from rolecall.ratelimit import TokenBucket
@@ -55,6 +56,7 @@ class App:
         self._runner: web.AppRunner | None = None
         self.leader = settings.ha == "none"
         self._background: list[asyncio.Task[None]] = []
+        self.elector: LeaderElector | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -105,12 +107,27 @@ class App:
         self.scheduler = Scheduler(self.reconciler.reconcile, self.clock, workers=self.settings.workers)
         self.scheduler.paused = not self.leader
         await self.scheduler.start()
+        if self.settings.ha == "lease":
+            self.elector = LeaderElector(
+                self.kube,
+                SystemClock(),
+                namespace=self.settings.lease_namespace,
+                name=self.settings.lease_name,
+                identity=self.settings.identity,
+                lease_seconds=self.settings.lease_seconds,
+                on_change=self.set_leader,
+            )
+            self._background.append(
+                asyncio.create_task(self.elector.run(self.executor), name="rolecall-lease")
+            )
         if self.settings.health_port >= 0:
             await self._serve_health()
 
     async def cleanup(self) -> None:
         for task in self._background:
             task.cancel()
+        if self.elector is not None:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.elector.release)
         if self.scheduler is not None:
             await self.scheduler.stop()
         if self._runner is not None:
