@@ -86,8 +86,11 @@ def review_pod(
     )
 
 
-def json_patch_fn(ops: list[dict[str, Any]]) -> Callable[[MutableMapping[str, Any]], None]:
-    """A kopf ``Patch.fns`` entry applying the ops in place (kopf re-diffs the result)."""
+def json_patch_fn(ops: list[dict[str, Any]]) -> Callable[[Any], None]:
+    """A kopf ``Patch.fns`` entry applying the ops in place (kopf re-diffs the result).
+
+    Typed ``Any`` in: kopf passes its ``RawBody`` (a TypedDict), any mutable mapping works.
+    """
 
     def apply(body: MutableMapping[str, Any]) -> None:
         if ops:
