@@ -284,7 +284,7 @@ class Reconciler:
                 generation,
             )
 
-        issued = min(started, creds.expiration)
+        issued = min(started.replace(microsecond=0), creds.expiration)
         desired = render.build_secret(
             namespace=namespace,
             owner=body,

@@ -48,7 +48,14 @@ def refresh_at(stored: Stored, jitter_key: str) -> datetime.datetime:
     jitter = JITTER_FRACTION * stable_unit(jitter_key, stored.expiration.isoformat())
     at = stored.issued_at + datetime.timedelta(seconds=lifetime * (REFRESH_FRACTION - jitter))
     latest = stored.expiration - datetime.timedelta(seconds=min(MIN_REMAINING_SECONDS, lifetime / 2))
-    return min(at, latest)
+    return whole_second(min(at, latest))
+
+
+def whole_second(moment: datetime.datetime) -> datetime.datetime:
+    """Round up to a whole second: the status shows seconds, and shows the exact deadline."""
+    if moment.microsecond:
+        moment = moment.replace(microsecond=0) + datetime.timedelta(seconds=1)
+    return moment
 
 
 Check = Callable[[Stored | None, str, datetime.datetime, str], tuple[str, str] | None]

@@ -16,6 +16,7 @@ from contextlib import contextmanager, suppress
 from rolecall.app import App
 from rolecall.clock import Clock
 from rolecall.config import Settings
+from rolecall.logs import quiet_libraries
 from rolecall.runtime import run_operator
 
 
@@ -40,6 +41,7 @@ class LogCapture(logging.Handler):
 class OperatorThread:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
+        quiet_libraries(verbose=True)  # as `rolecall run --verbose` does: the most talkative setting
         self.app = App(settings, clock=clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None

@@ -91,8 +91,8 @@ def _prune(value: Any, schema: dict[str, Any], path: str, dropped: list[str], *,
         preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
         embedded = bool(schema.get("x-kubernetes-embedded-resource"))
         for key in list(value):
-            if (root or embedded) and key in ROOT_KEYS and key not in properties:
-                continue
+            if (root or embedded) and key in ROOT_KEYS and (key == "metadata" or key not in properties):
+                continue  # the API server owns metadata: a CRD schema never prunes it
             child_value = value[key]
             if key in properties:
                 sub = properties[key]
@@ -190,6 +190,8 @@ class CelRules:
             self.celpy = None
             self.celtypes = None
         else:
+            # celpy logs every evaluation step at DEBUG: far too slow when tests log at DEBUG.
+            logging.getLogger("celpy").setLevel(logging.WARNING)
             self.celpy = celpy
             self.celtypes = celtypes
             self.env = celpy.Environment()
@@ -521,7 +523,7 @@ class Validator:
         additional = schema.get("additionalProperties")
         old_map = old if (has_old and isinstance(old, dict)) else None
         for key, element in value.items():
-            if root and key in ROOT_KEYS and key not in properties:
+            if root and key in ROOT_KEYS and (key == "metadata" or key not in properties):
                 continue
             sub = properties.get(key)
             child_path = _child(path, key)

@@ -1,0 +1,53 @@
+"""Logging set-up: our messages never carry secrets, and libraries that would are capped.
+
+botocore logs whole HTTP requests and responses at DEBUG (an AssumeRole response holds the
+secret key and session token; every signed request holds a session token), and urllib3 logs
+URLs. Those loggers stay at INFO or above even with ``--verbose``. As a second line, the
+handlers installed here redact anything shaped like AWS secret material.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+LIBRARY_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "aiohttp.access")
+
+_PATTERNS = [
+    re.compile(r"(<(SecretAccessKey|SessionToken)>)[^<]*(</\2>)"),
+    re.compile(r'("?(SecretAccessKey|SessionToken|Token|aws_secret_access_key|aws_session_token|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN)"?\s*[:=]\s*)("[^"]*"|\S+)', re.IGNORECASE),
+    re.compile(r"(x-amz-security-token[\"']?\s*[:=]\s*b?[\"']?)[A-Za-z0-9+/=]+", re.IGNORECASE),
+    re.compile(r"(Authorization[\"']?\s*[:=]\s*b?[\"']?)[^\"',}]+", re.IGNORECASE),
+]
+
+
+def redact(text: str) -> str:
+    for pattern in _PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + "<redacted>" + (m.group(3) if pattern.groups >= 3 and m.group(3) and m.group(3).startswith("</") else ""), text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Cap the loggers that print request/response bodies (idempotent)."""
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("kopf").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def setup(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+    quiet_libraries(verbose)
