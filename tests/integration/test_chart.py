@@ -27,7 +27,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.harness.tools import ensure_hadolint, ensure_helm
+from tests.harness.tools import ensure_hadolint, ensure_helm, ensure_kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "rolecall"
@@ -207,6 +207,14 @@ def granted(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
     for group, resource, verb, _ in expand_rules(rules):
         result.setdefault((group, resource), set()).add(verb)
     return result
+
+
+def test_tools_are_the_pinned_versions(helm: Path) -> None:
+    assert "v4." in run([helm, "version", "--short"]).stdout
+    kubectl = run([ensure_kubectl(), "version", "--client", "-o", "json"]).stdout
+    assert json.loads(kubectl)["clientVersion"]["minor"] == "33"
+    assert "2.15" in run([ensure_hadolint(), "--version"]).stdout
+    assert ensure_helm() == helm  # idempotent: the second call finds the installed copy
 
 
 # --- helm lint and schema ----------------------------------------------------------------------------
