@@ -295,12 +295,15 @@ def _mount(mount_path: str) -> dict[str, Any]:
     return {"name": VOLUME_NAME, "mountPath": mount_path, "readOnly": True}
 
 
+# Options are given as ``--name=value`` single tokens: ``rolecall sidecar`` hands its arguments
+# through an argparse REMAINDER, which (as of cli.py in 0.1.0) moves a leading ``--dir`` and
+# splits it from its value when they are separate tokens.
 def _sidecar_container(*, image: str, mount_path: str, port: int, native: bool) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": SIDECAR_NAME,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["rolecall", "sidecar", "--dir", mount_path, "--port", str(port)],
+        "command": ["rolecall", "sidecar", f"--dir={mount_path}", f"--port={port}"],
     }
     if native:
         container["restartPolicy"] = "Always"
@@ -314,10 +317,8 @@ def _sidecar_container(*, image: str, mount_path: str, port: int, native: bool) 
                         "rolecall",
                         "sidecar",
                         "--once-check",
-                        "--dir",
-                        mount_path,
-                        "--port",
-                        str(port),
+                        f"--dir={mount_path}",
+                        f"--port={port}",
                     ]
                 },
                 "periodSeconds": STARTUP_PROBE_PERIOD_SECONDS,

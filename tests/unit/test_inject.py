@@ -343,10 +343,16 @@ def test_sidecar_mode_native() -> None:
     sidecar = inits[0]
     assert sidecar["restartPolicy"] == "Always"
     assert sidecar["image"] == IMAGE
-    assert sidecar["command"] == ["rolecall", "sidecar", "--dir", MOUNT, "--port", str(PORT)]
+    assert sidecar["command"] == ["rolecall", "sidecar", f"--dir={MOUNT}", f"--port={PORT}"]
     probe = sidecar["startupProbe"]
     assert "httpGet" not in probe and "tcpSocket" not in probe, "kubelet cannot reach 127.0.0.1"
-    assert probe["exec"]["command"][:4] == ["rolecall", "sidecar", "--once-check", "--dir"]
+    assert probe["exec"]["command"] == [
+        "rolecall",
+        "sidecar",
+        "--once-check",
+        f"--dir={MOUNT}",
+        f"--port={PORT}",
+    ]
     assert sidecar["volumeMounts"] == [{"name": VOLUME_NAME, "mountPath": MOUNT, "readOnly": True}]
     sc = sidecar["securityContext"]
     assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"]
