@@ -64,10 +64,14 @@ class KubeAPIEmulator:
         self._loop = asyncio.get_running_loop()
         self.server = ApiServer(**self._options)
         self._runner = web.AppRunner(
-            self.server.app(), access_log=None, handle_signals=False, handler_cancellation=True
+            self.server.app(),
+            access_log=None,
+            handle_signals=False,
+            handler_cancellation=True,
+            shutdown_timeout=1.0,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         server = site._server
         assert server is not None

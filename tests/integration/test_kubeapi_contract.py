@@ -1,0 +1,1656 @@
+"""Contract tests of the Kubernetes API emulator (tests/harness/kubeapi).
+
+They speak only the Kubernetes API (the kubernetes client with an explicit Configuration from a
+kubeconfig, plus raw HTTP through the same client where needed), so the same tests run against
+a real cluster. By default they run against the emulator. To check that the emulator behaves
+like a real API server, run them against kind or k3d:
+
+    kind create cluster        # or: k3d cluster create
+    ROLECALL_CONTRACT_KUBECONFIG=~/.kube/config pytest tests/integration/test_kubeapi_contract.py
+
+Against a real cluster the tests that need the emulator's introspection (request counts,
+history compaction, the CLI, webhooks served from this machine's loopback) are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import kopf
+import kubernetes
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+from kubernetes.client import ApiException
+
+from tests.harness.kube_fixtures import (
+    KubeTarget,
+    RawResponse,
+    api_client_from_kubeconfig,
+    apply_crds,
+    create_test_namespace,
+    delete_test_namespace,
+    raw_request,
+)
+from tests.harness.wait import wait_for
+
+GROUP = "contract.rolecall.dev"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def status_of(e: ApiException) -> dict[str, Any]:
+    body = json.loads(e.body)
+    assert body["kind"] == "Status", body
+    assert body["status"] == "Failure", body
+    assert body["code"] == e.status, body
+    return body
+
+
+def expect_error(status: int, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    with pytest.raises(ApiException) as info:
+        fn(*args, **kwargs)
+    assert info.value.status == status, info.value.body
+    return status_of(info.value)
+
+
+def core(api: Any) -> kubernetes.client.CoreV1Api:
+    return kubernetes.client.CoreV1Api(api)
+
+
+def custom(api: Any) -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi(api)
+
+
+def secret_or_none(api: Any, namespace: str, name: str) -> Any:
+    try:
+        return core(api).read_namespaced_secret(name, namespace)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def gone(fn: Any, *args: Any) -> bool:
+    try:
+        fn(*args)
+    except ApiException as e:
+        if e.status == 404:
+            return True
+        raise
+    return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def watch_events(
+    api: Any, path: str, timeout_seconds: int = 1, **query: Any
+) -> tuple[RawResponse, list[dict[str, Any]]]:
+    query = {"watch": "true", "timeoutSeconds": str(timeout_seconds), **query}
+    response = raw_request(api, "GET", path, query=query, timeout=timeout_seconds + 20)
+    return response, response.lines() if response.status == 200 else []
+
+
+def default_service_account(api: Any, namespace: str) -> None:
+    # A real cluster creates it asynchronously; pods cannot be created before it exists.
+    wait_for(
+        lambda: not gone(core(api).read_namespaced_service_account, "default", namespace),
+        timeout=30,
+        message="no default ServiceAccount",
+    )
+
+
+def pod_manifest(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {
+            "containers": [
+                {"name": "main", "image": "busybox:1.36", "env": [{"name": "A", "value": "1"}]},
+                {"name": "side", "image": "busybox:1.36"},
+            ]
+        },
+    }
+
+
+def widget_crd() -> dict[str, Any]:
+    spec_schema = {
+        "type": "object",
+        "required": ["size"],
+        "properties": {
+            "size": {"type": "integer", "minimum": 1, "maximum": 10},
+            "mode": {"type": "string", "enum": ["fast", "slow"], "default": "slow"},
+            "code": {"type": "string", "pattern": "^[a-z]+$", "maxLength": 8},
+            "ratio": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+            "tags": {
+                "type": "array",
+                "maxItems": 3,
+                "items": {"type": "string", "minLength": 1},
+            },
+            "owner": {
+                "type": "object",
+                "required": ["team"],
+                "properties": {"team": {"type": "string"}},
+            },
+            "nested": {
+                "type": "object",
+                "default": {},
+                "properties": {"retries": {"type": "integer", "default": 3}},
+            },
+            "port": {"x-kubernetes-int-or-string": True},
+            "config": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            "minReplicas": {"type": "integer"},
+            "maxReplicas": {"type": "integer"},
+            "immutableName": {
+                "type": "string",
+                "x-kubernetes-validations": [
+                    {"rule": "self == oldSelf", "message": "immutableName is immutable"}
+                ],
+            },
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || "
+                "self.minReplicas <= self.maxReplicas",
+                "message": "minReplicas must not exceed maxReplicas",
+            }
+        ],
+    }
+    schema = {
+        "type": "object",
+        "properties": {
+            "spec": spec_schema,
+            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        },
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "plural": "widgets",
+                "singular": "widget",
+                "kind": "Widget",
+                "shortNames": ["wdg"],
+                "categories": ["rolecall-contract"],
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": {"status": {}},
+                },
+                {
+                    "name": "v1beta1",
+                    "served": True,
+                    "storage": False,
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": {"status": {}},
+                },
+            ],
+        },
+    }
+
+
+def simple_crd(plural: str, kind: str, scope: str) -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": scope,
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+            "versions": [
+                {"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}}
+            ],
+        },
+    }
+
+
+def write_crds(directory: pathlib.Path, *crds: dict[str, Any]) -> pathlib.Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for crd in crds:
+        (directory / f"{crd['metadata']['name']}.yaml").write_text(yaml.safe_dump(crd))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def crds(target_api: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    directory = write_crds(
+        tmp_path_factory.mktemp("crds"),
+        widget_crd(),
+        simple_crd("gadgets", "Gadget", "Cluster"),
+    )
+    apply_crds(target_api, directory)
+    yield
+    ext = kubernetes.client.ApiextensionsV1Api(target_api)
+    for name in (f"widgets.{GROUP}", f"gadgets.{GROUP}"):
+        try:
+            ext.delete_custom_resource_definition(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+
+def widget(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "Widget",
+        "metadata": {"name": name},
+        "spec": {"size": 1, **spec},
+    }
+
+
+def create_widget(api: Any, namespace: str, body: dict[str, Any], version: str = "v1") -> Any:
+    return custom(api).create_namespaced_custom_object(GROUP, version, namespace, "widgets", body)
+
+
+def read_widget(api: Any, namespace: str, name: str, version: str = "v1") -> Any:
+    return custom(api).get_namespaced_custom_object(GROUP, version, namespace, "widgets", name)
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def test_discovery_documents(target_api: Any) -> None:
+    version = raw_request(target_api, "GET", "/version").json()
+    assert version["major"] and version["minor"] and version["gitVersion"].startswith("v")
+
+    assert "v1" in raw_request(target_api, "GET", "/api").json()["versions"]
+
+    v1 = {r["name"]: r for r in raw_request(target_api, "GET", "/api/v1").json()["resources"]}
+    assert v1["secrets"]["namespaced"] is True and v1["secrets"]["kind"] == "Secret"
+    assert {"create", "get", "list", "watch", "patch", "update", "delete"} <= set(v1["secrets"]["verbs"])
+    assert v1["namespaces"]["namespaced"] is False and "ns" in v1["namespaces"]["shortNames"]
+    assert "po" in v1["pods"]["shortNames"] and v1["pods"]["singularName"] == "pod"
+    assert v1["pods/status"]["kind"] == "Pod" and "patch" in v1["pods/status"]["verbs"]
+    assert "secrets/status" not in v1
+    for name in ("configmaps", "serviceaccounts", "services", "events"):
+        assert v1[name]["namespaced"] is True
+
+    groups = {g["name"]: g for g in raw_request(target_api, "GET", "/apis").json()["groups"]}
+    for group in (
+        "events.k8s.io",
+        "coordination.k8s.io",
+        "apiextensions.k8s.io",
+        "admissionregistration.k8s.io",
+    ):
+        assert any(v["version"] == "v1" for v in groups[group]["versions"]), group
+        assert groups[group]["preferredVersion"]["version"]
+
+    leases = raw_request(target_api, "GET", "/apis/coordination.k8s.io/v1").json()
+    assert any(r["name"] == "leases" and r["namespaced"] for r in leases["resources"])
+    hooks = raw_request(target_api, "GET", "/apis/admissionregistration.k8s.io/v1").json()
+    names = {r["name"]: r for r in hooks["resources"]}
+    assert names["mutatingwebhookconfigurations"]["namespaced"] is False
+    assert "validatingwebhookconfigurations" in names
+    crds = raw_request(target_api, "GET", "/apis/apiextensions.k8s.io/v1").json()
+    crd = next(r for r in crds["resources"] if r["name"] == "customresourcedefinitions")
+    assert "crd" in crd["shortNames"] and crd["namespaced"] is False
+
+    assert raw_request(target_api, "GET", "/apis/no.such.group/v1").status == 404
+    assert raw_request(target_api, "GET", "/api/v1/nosuchthings").status == 404
+
+
+def test_initial_namespaces_exist(target_api: Any) -> None:
+    names = {n.metadata.name for n in core(target_api).list_namespace().items}
+    assert {"default", "kube-system"} <= names
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def test_server_managed_metadata(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    created = api.create_namespaced_secret(
+        target_namespace,
+        {"metadata": {"generateName": "gen-"}, "stringData": {"user": "admin"}, "data": {"x": "eA=="}},
+    )
+    meta = created.metadata
+    assert meta.name.startswith("gen-") and len(meta.name) == len("gen-") + 5
+    assert meta.namespace == target_namespace
+    assert meta.uid and meta.creation_timestamp is not None
+    assert int(meta.resource_version) > 0
+    assert created.data == {"x": "eA==", "user": base64.b64encode(b"admin").decode()}
+    assert created.string_data is None
+    assert created.type == "Opaque"
+
+    stored = raw_request(
+        target_api, "GET", f"/api/v1/namespaces/{target_namespace}/secrets/{meta.name}"
+    ).json()
+    assert "stringData" not in stored
+    assert stored["metadata"]["uid"] == meta.uid
+
+    updated = api.patch_namespaced_secret(meta.name, target_namespace, {"metadata": {"labels": {"a": "b"}}})
+    assert int(updated.metadata.resource_version) > int(meta.resource_version)
+    assert updated.metadata.uid == meta.uid
+
+    second = api.create_namespaced_secret(target_namespace, {"metadata": {"generateName": "gen-"}})
+    assert second.metadata.name != meta.name
+    assert int(second.metadata.resource_version) > int(updated.metadata.resource_version)
+
+
+def test_namespace_in_body_must_match_url(target_api: Any, target_namespace: str) -> None:
+    status = expect_error(
+        400,
+        core(target_api).create_namespaced_config_map,
+        target_namespace,
+        {"metadata": {"name": "cm", "namespace": "default"}},
+    )
+    assert status["reason"] == "BadRequest"
+    assert "does not match the namespace" in status["message"]
+
+
+def test_generation_of_custom_resources(target_api: Any, target_namespace: str, crds: None) -> None:
+    created = create_widget(target_api, target_namespace, widget("gen"))
+    assert created["metadata"]["generation"] == 1
+    cr = custom(target_api)
+    after_status = cr.patch_namespaced_custom_object_status(
+        GROUP, "v1", target_namespace, "widgets", "gen", {"status": {"phase": "Ready"}}
+    )
+    assert after_status["metadata"]["generation"] == 1
+    after_label = cr.patch_namespaced_custom_object(
+        GROUP, "v1", target_namespace, "widgets", "gen", {"metadata": {"labels": {"x": "y"}}}
+    )
+    assert after_label["metadata"]["generation"] == 1
+    after_spec = cr.patch_namespaced_custom_object(
+        GROUP, "v1", target_namespace, "widgets", "gen", {"spec": {"size": 2}}
+    )
+    assert after_spec["metadata"]["generation"] == 2
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_already_exists_and_not_found(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    api.create_namespaced_secret(target_namespace, {"metadata": {"name": "dup"}})
+    status = expect_error(409, api.create_namespaced_secret, target_namespace, {"metadata": {"name": "dup"}})
+    assert status["reason"] == "AlreadyExists"
+    assert status["message"] == 'secrets "dup" already exists'
+    assert status["details"]["name"] == "dup" and status["details"]["kind"] == "secrets"
+
+    status = expect_error(404, api.read_namespaced_secret, "nope", target_namespace)
+    assert status["reason"] == "NotFound"
+    assert status["message"] == 'secrets "nope" not found'
+    assert status["details"] == {"name": "nope", "kind": "secrets"}
+
+    status = expect_error(404, api.delete_namespaced_secret, "nope", target_namespace)
+    assert status["message"] == 'secrets "nope" not found'
+
+
+def test_stale_resource_version_conflicts(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "cm"}, "data": {"a": "1"}})
+    stale = api.read_namespaced_config_map("cm", target_namespace)
+    api.patch_namespaced_config_map("cm", target_namespace, {"data": {"a": "2"}})
+
+    stale.data = {"a": "3"}
+    status = expect_error(409, api.replace_namespaced_config_map, "cm", target_namespace, stale)
+    assert status["reason"] == "Conflict"
+    assert status["message"].startswith('Operation cannot be fulfilled on configmaps "cm"')
+
+    old_rv = stale.metadata.resource_version
+    status = expect_error(
+        409,
+        api.patch_namespaced_config_map,
+        "cm",
+        target_namespace,
+        {"metadata": {"resourceVersion": old_rv}, "data": {"a": "4"}},
+        _content_type="application/merge-patch+json",
+    )
+    assert status["reason"] == "Conflict"
+    assert api.read_namespaced_config_map("cm", target_namespace).data == {"a": "2"}
+
+    fresh = api.read_namespaced_config_map("cm", target_namespace)
+    fresh.data = {"a": "5"}
+    assert api.replace_namespaced_config_map("cm", target_namespace, fresh).data == {"a": "5"}
+
+
+def test_update_of_custom_resource_needs_resource_version(
+    target_api: Any, target_namespace: str, crds: None
+) -> None:
+    create_widget(target_api, target_namespace, widget("norv"))
+    body = widget("norv", size=3)
+    status = expect_error(
+        422,
+        custom(target_api).replace_namespaced_custom_object,
+        GROUP,
+        "v1",
+        target_namespace,
+        "widgets",
+        "norv",
+        body,
+    )
+    assert status["reason"] == "Invalid"
+    assert "metadata.resourceVersion" in status["message"]
+
+
+def test_namespaced_requests_into_a_missing_namespace(target_api: Any) -> None:
+    api = core(target_api)
+    status = expect_error(
+        404, api.create_namespaced_secret, "no-such-ns-contract", {"metadata": {"name": "s"}}
+    )
+    assert status["message"] == 'namespaces "no-such-ns-contract" not found'
+    assert status["reason"] == "NotFound"
+    # Like a real server: reads in a missing namespace find nothing, lists are empty.
+    assert api.list_namespaced_secret("no-such-ns-contract").items == []
+    expect_error(404, api.read_namespaced_secret, "s", "no-such-ns-contract")
+
+
+def test_unauthenticated_requests_are_refused(kube_target: KubeTarget, target_api: Any) -> None:
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(
+        config_file=str(kube_target.kubeconfig), client_configuration=configuration, persist_config=False
+    )
+    configuration.api_key = {}
+    configuration.cert_file = configuration.key_file = None
+    with kubernetes.client.ApiClient(configuration) as anonymous:
+        response = raw_request(anonymous, "GET", "/api/v1/namespaces/default/secrets")
+    assert response.status in (401, 403), response.data
+    assert response.json()["kind"] == "Status"
+
+
+# --------------------------------------------------------------------------- patches
+
+
+def test_json_patch_with_test_operations(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    cm = api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "jp"}, "data": {"a": "1"}})
+    rv = cm.metadata.resource_version
+    patched = api.patch_namespaced_config_map(
+        "jp",
+        target_namespace,
+        [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["contract.rolecall.dev/keep"]},
+            {"op": "replace", "path": "/data/a", "value": "2"},
+        ],
+    )
+    assert patched.data == {"a": "2"}
+    assert patched.metadata.finalizers == ["contract.rolecall.dev/keep"]
+
+    status = expect_error(
+        422,
+        api.patch_namespaced_config_map,
+        "jp",
+        target_namespace,
+        [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "remove", "path": "/metadata/finalizers"},
+        ],
+    )
+    assert status["reason"] == "Invalid"
+    assert api.read_namespaced_config_map("jp", target_namespace).metadata.finalizers
+    api.patch_namespaced_config_map(
+        "jp", target_namespace, [{"op": "remove", "path": "/metadata/finalizers"}]
+    )
+
+
+def test_strategic_merge_patch_merges_lists_by_key(target_api: Any, target_namespace: str) -> None:
+    default_service_account(target_api, target_namespace)
+    api = core(target_api)
+    manifest = pod_manifest("smp")
+    manifest["metadata"]["finalizers"] = ["contract.rolecall.dev/a"]
+    api.create_namespaced_pod(target_namespace, manifest)
+    patched = api.patch_namespaced_pod(
+        "smp",
+        target_namespace,
+        {
+            "metadata": {"labels": {"x": "1"}, "finalizers": ["contract.rolecall.dev/b"]},
+            "spec": {"containers": [{"name": "main", "image": "busybox:1.37"}]},
+        },
+    )
+    containers = {c.name: c for c in patched.spec.containers}
+    assert set(containers) == {"main", "side"}, "containers merge by name"
+    assert containers["main"].image == "busybox:1.37"
+    assert {e.name: e.value for e in containers["main"].env} == {"A": "1"}
+    assert patched.metadata.finalizers == ["contract.rolecall.dev/a", "contract.rolecall.dev/b"]
+    assert patched.metadata.labels == {"x": "1"}
+    assert patched.spec.service_account_name == "default"
+    assert patched.status.phase == "Pending"
+
+    cleared = api.patch_namespaced_pod(
+        "smp",
+        target_namespace,
+        {
+            "metadata": {
+                "$deleteFromPrimitiveList/finalizers": ["contract.rolecall.dev/a", "contract.rolecall.dev/b"]
+            }
+        },
+    )
+    assert not cleared.metadata.finalizers
+
+    status = expect_error(
+        422, api.patch_namespaced_pod, "smp", target_namespace, {"spec": {"restartPolicy": "Never"}}
+    )
+    assert "pod updates may not change fields" in status["message"]
+
+    api.create_namespaced_service_account(
+        target_namespace, {"metadata": {"name": "puller"}, "imagePullSecrets": [{"name": "one"}]}
+    )
+    account = api.patch_namespaced_service_account(
+        "puller", target_namespace, {"imagePullSecrets": [{"name": "two"}]}
+    )
+    assert [s.name for s in account.image_pull_secrets] == ["one", "two"]
+
+
+def test_strategic_merge_patch_is_refused_for_custom_resources(
+    target_api: Any, target_namespace: str, crds: None
+) -> None:
+    create_widget(target_api, target_namespace, widget("smp"))
+    response = raw_request(
+        target_api,
+        "PATCH",
+        f"/apis/{GROUP}/v1/namespaces/{target_namespace}/widgets/smp",
+        body={"spec": {"size": 2}},
+        content_type="application/strategic-merge-patch+json",
+    )
+    assert response.status == 415, response.data
+    assert response.json()["reason"] == "UnsupportedMediaType"
+    merged = raw_request(
+        target_api,
+        "PATCH",
+        f"/apis/{GROUP}/v1/namespaces/{target_namespace}/widgets/smp",
+        body={"spec": {"size": 2}},
+        content_type="application/merge-patch+json",
+    )
+    assert merged.status == 200 and merged.json()["spec"]["size"] == 2
+
+
+# --------------------------------------------------------------------------- status subresource
+
+
+def test_status_subresource(target_api: Any, target_namespace: str, crds: None) -> None:
+    body = widget("st")
+    body["status"] = {"phase": "Hacked"}
+    created = create_widget(target_api, target_namespace, body)
+    assert "status" not in created or created["status"].get("phase") != "Hacked"
+
+    cr = custom(target_api)
+    patched = cr.patch_namespaced_custom_object_status(
+        GROUP,
+        "v1",
+        target_namespace,
+        "widgets",
+        "st",
+        {"status": {"phase": "Ready"}, "spec": {"size": 9}},
+    )
+    assert patched["status"] == {"phase": "Ready"}
+    assert patched["spec"]["size"] == 1, "a /status write must not change the spec"
+
+    ignored = cr.patch_namespaced_custom_object(
+        GROUP, "v1", target_namespace, "widgets", "st", {"status": {"phase": "Ignored"}, "spec": {"size": 4}}
+    )
+    assert ignored["status"] == {"phase": "Ready"}, "the main endpoint must not change the status"
+    assert ignored["spec"]["size"] == 4
+
+    current = read_widget(target_api, target_namespace, "st")
+    current["spec"]["size"] = 5
+    current.pop("status")
+    replaced = cr.replace_namespaced_custom_object(GROUP, "v1", target_namespace, "widgets", "st", current)
+    assert replaced["status"] == {"phase": "Ready"}, "PUT must keep the status"
+
+    replaced["status"] = {"phase": "Done"}
+    replaced["spec"]["size"] = 7
+    via_status = cr.replace_namespaced_custom_object_status(
+        GROUP, "v1", target_namespace, "widgets", "st", replaced
+    )
+    assert via_status["status"] == {"phase": "Done"} and via_status["spec"]["size"] == 5
+
+
+# --------------------------------------------------------------------------- selectors & lists
+
+
+def test_label_and_field_selectors(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    for name, labels in {
+        "a": {"app": "web", "tier": "front"},
+        "b": {"app": "web", "tier": "back"},
+        "c": {"app": "db"},
+        "d": {},
+    }.items():
+        api.create_namespaced_config_map(target_namespace, {"metadata": {"name": name, "labels": labels}})
+
+    def names(**kwargs: Any) -> list[str]:
+        return sorted(
+            i.metadata.name
+            for i in api.list_namespaced_config_map(target_namespace, **kwargs).items
+            if i.metadata.name in {"a", "b", "c", "d"}
+        )
+
+    assert names(label_selector="app=web") == ["a", "b"]
+    assert names(label_selector="app==web,tier=back") == ["b"]
+    assert names(label_selector="app!=web") == ["c", "d"]
+    assert names(label_selector="app in (db, web)") == ["a", "b", "c"]
+    assert names(label_selector="app notin (web)") == ["c", "d"]
+    assert names(label_selector="tier") == ["a", "b"]
+    assert names(label_selector="!tier") == ["c", "d"]
+    assert names(field_selector="metadata.name=c") == ["c"]
+    assert names(field_selector="metadata.name!=c", label_selector="app") == ["a", "b"]
+
+    everywhere = api.list_config_map_for_all_namespaces(label_selector="app=db")
+    assert [
+        (i.metadata.namespace, i.metadata.name)
+        for i in everywhere.items
+        if i.metadata.namespace == target_namespace
+    ] == [(target_namespace, "c")]
+    assert int(everywhere.metadata.resource_version) > 0
+
+    bad = raw_request(
+        target_api,
+        "GET",
+        f"/api/v1/namespaces/{target_namespace}/configmaps",
+        query={"fieldSelector": "data.a=1"},
+    )
+    assert bad.status == 400
+
+
+def test_pod_field_selectors(target_api: Any, target_namespace: str) -> None:
+    default_service_account(target_api, target_namespace)
+    api = core(target_api)
+    api.create_namespaced_service_account(target_namespace, {"metadata": {"name": "robot"}})
+    api.create_namespaced_pod(target_namespace, pod_manifest("p1"))
+    other = pod_manifest("p2")
+    other["spec"]["serviceAccountName"] = "robot"
+    api.create_namespaced_pod(target_namespace, other)
+
+    def names(selector: str) -> list[str]:
+        return sorted(
+            p.metadata.name for p in api.list_namespaced_pod(target_namespace, field_selector=selector).items
+        )
+
+    assert names("spec.serviceAccountName=robot") == ["p2"]
+    assert names("spec.serviceAccountName=default") == ["p1"]
+    assert names("status.phase=Pending") == ["p1", "p2"]
+    assert names("spec.nodeName=") == ["p1", "p2"]
+
+
+def test_list_pagination(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    for n in range(5):
+        api.create_namespaced_config_map(
+            target_namespace, {"metadata": {"name": f"page-{n}", "labels": {"page": "yes"}}}
+        )
+    first = api.list_namespaced_config_map(target_namespace, label_selector="page=yes", limit=2)
+    assert len(first.items) == 2 and first.metadata._continue
+    seen = [i.metadata.name for i in first.items]
+    token = first.metadata._continue
+    while token:
+        page = api.list_namespaced_config_map(
+            target_namespace, label_selector="page=yes", limit=2, _continue=token
+        )
+        seen.extend(i.metadata.name for i in page.items)
+        token = page.metadata._continue
+    assert sorted(seen) == [f"page-{n}" for n in range(5)]
+
+
+# --------------------------------------------------------------------------- watch
+
+
+def test_watch_from_a_resource_version(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "before"}})
+    since = api.list_namespaced_config_map(target_namespace).metadata.resource_version
+    api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "w1"}})
+    api.patch_namespaced_config_map("before", target_namespace, {"data": {"k": "v"}})
+    api.delete_namespaced_config_map("w1", target_namespace)
+
+    started = time.monotonic()
+    response, events = watch_events(
+        target_api,
+        f"/api/v1/namespaces/{target_namespace}/configmaps",
+        timeout_seconds=1,
+        resourceVersion=since,
+    )
+    elapsed = time.monotonic() - started
+    assert response.status == 200
+    seen = [(e["type"], e["object"]["metadata"]["name"]) for e in events if e["type"] != "BOOKMARK"]
+    assert seen == [("ADDED", "w1"), ("MODIFIED", "before"), ("DELETED", "w1")]
+    rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events if e["type"] != "BOOKMARK"]
+    assert rvs == sorted(rvs) and rvs[0] > int(since)
+    assert 0.5 < elapsed < 15, "timeoutSeconds must end the stream"
+
+
+def test_watch_without_resource_version_lists_first(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    for name in ("x", "y"):
+        api.create_namespaced_config_map(
+            target_namespace, {"metadata": {"name": name, "labels": {"w": "yes"}}}
+        )
+    api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "z"}})
+    _, events = watch_events(
+        target_api, f"/api/v1/namespaces/{target_namespace}/configmaps", labelSelector="w=yes"
+    )
+    assert sorted((e["type"], e["object"]["metadata"]["name"]) for e in events) == [
+        ("ADDED", "x"),
+        ("ADDED", "y"),
+    ]
+
+
+def test_watch_with_selectors_follows_objects_in_and_out(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "mover"}})
+    since = api.list_namespaced_config_map(target_namespace).metadata.resource_version
+    api.patch_namespaced_config_map("mover", target_namespace, {"metadata": {"labels": {"sel": "in"}}})
+    api.patch_namespaced_config_map("mover", target_namespace, {"data": {"a": "b"}})
+    api.patch_namespaced_config_map("mover", target_namespace, {"metadata": {"labels": {"sel": "out"}}})
+    _, events = watch_events(
+        target_api,
+        f"/api/v1/namespaces/{target_namespace}/configmaps",
+        resourceVersion=since,
+        labelSelector="sel=in",
+    )
+    assert [e["type"] for e in events if e["type"] != "BOOKMARK"] == ["ADDED", "MODIFIED", "DELETED"]
+
+
+def test_watch_with_kubernetes_client_stream(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    since = api.list_namespaced_secret(target_namespace).metadata.resource_version
+    api.create_namespaced_secret(target_namespace, {"metadata": {"name": "streamed"}})
+    watch = kubernetes.watch.Watch()
+    seen = []
+    for event in watch.stream(
+        api.list_namespaced_secret, target_namespace, resource_version=since, timeout_seconds=2
+    ):
+        seen.append((event["type"], event["object"].metadata.name))
+        if event["object"].metadata.name == "streamed":
+            watch.stop()
+    assert ("ADDED", "streamed") in seen
+
+
+def test_watch_too_old_resource_version_is_gone(
+    kube_target: KubeTarget, target_api: Any, target_namespace: str
+) -> None:
+    api = core(target_api)
+    api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "old"}})
+    if kube_target.emulator is not None:
+        old = api.list_namespaced_config_map(target_namespace).metadata.resource_version
+        api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "newer"}})
+        kube_target.emulator.compact_history()
+    else:
+        old = "1"  # long compacted on any real cluster
+    response, events = watch_events(
+        target_api, f"/api/v1/namespaces/{target_namespace}/configmaps", resourceVersion=old
+    )
+    if response.status == 410:
+        assert response.json()["code"] == 410
+        return
+    assert response.status == 200
+    assert events and events[0]["type"] == "ERROR", events
+    assert events[0]["object"]["code"] == 410 and events[0]["object"]["reason"] == "Expired"
+
+
+def test_watch_initial_events_end_with_a_bookmark(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "initial"}})
+    response, events = watch_events(
+        target_api,
+        f"/api/v1/namespaces/{target_namespace}/configmaps",
+        allowWatchBookmarks="true",
+        sendInitialEvents="true",
+        resourceVersionMatch="NotOlderThan",
+    )
+    if response.status != 200:
+        pytest.skip(f"this cluster does not support sendInitialEvents: {response.status}")
+    types = [e["type"] for e in events]
+    assert types[0] == "ADDED" and "BOOKMARK" in types
+    bookmark = events[types.index("BOOKMARK")]["object"]
+    assert bookmark["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true"
+    assert int(bookmark["metadata"]["resourceVersion"]) > 0
+
+
+# --------------------------------------------------------------------------- deletion
+
+
+def test_finalizers_delay_deletion(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    api.create_namespaced_config_map(
+        target_namespace, {"metadata": {"name": "fin", "finalizers": ["contract.rolecall.dev/hold"]}}
+    )
+    response = raw_request(target_api, "DELETE", f"/api/v1/namespaces/{target_namespace}/configmaps/fin")
+    assert response.status in (200, 202)
+    held = api.read_namespaced_config_map("fin", target_namespace)
+    assert held.metadata.deletion_timestamp is not None
+    assert held.metadata.finalizers == ["contract.rolecall.dev/hold"]
+
+    status = expect_error(
+        422,
+        api.patch_namespaced_config_map,
+        "fin",
+        target_namespace,
+        {"metadata": {"finalizers": ["contract.rolecall.dev/hold", "contract.rolecall.dev/more"]}},
+        _content_type="application/merge-patch+json",
+    )
+    assert "finalizers" in status["message"]
+
+    api.patch_namespaced_config_map(
+        "fin",
+        target_namespace,
+        {"metadata": {"finalizers": None}},
+        _content_type="application/merge-patch+json",
+    )
+    wait_for(lambda: gone(api.read_namespaced_config_map, "fin", target_namespace), timeout=10)
+
+
+def test_delete_returns_status_or_object(target_api: Any, target_namespace: str, crds: None) -> None:
+    api = core(target_api)
+    api.create_namespaced_secret(target_namespace, {"metadata": {"name": "del"}})
+    deleted = raw_request(target_api, "DELETE", f"/api/v1/namespaces/{target_namespace}/secrets/del").json()
+    assert deleted["kind"] == "Status" and deleted["status"] == "Success"
+    assert deleted["details"]["name"] == "del"
+
+    api.create_namespaced_service_account(target_namespace, {"metadata": {"name": "del"}})
+    deleted = raw_request(
+        target_api, "DELETE", f"/api/v1/namespaces/{target_namespace}/serviceaccounts/del"
+    ).json()
+    assert deleted["kind"] == "ServiceAccount" and deleted["metadata"]["name"] == "del"
+
+    create_widget(target_api, target_namespace, widget("del"))
+    deleted = custom(target_api).delete_namespaced_custom_object(
+        GROUP, "v1", target_namespace, "widgets", "del", body={"propagationPolicy": "Foreground"}
+    )
+    assert deleted["kind"] in ("Status", "Widget")
+    wait_for(lambda: gone(read_widget, target_api, target_namespace, "del"), timeout=10)
+
+
+def owner_ref(obj: Any, kind: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": kind, "name": obj.metadata.name, "uid": obj.metadata.uid}
+
+
+def test_garbage_collection_of_dependents(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    owner = api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "owner"}})
+    child = api.create_namespaced_secret(
+        target_namespace, {"metadata": {"name": "child", "ownerReferences": [owner_ref(owner, "ConfigMap")]}}
+    )
+    api.create_namespaced_secret(
+        target_namespace,
+        {"metadata": {"name": "grandchild", "ownerReferences": [owner_ref(child, "Secret")]}},
+    )
+    other = api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "other"}})
+    api.create_namespaced_secret(
+        target_namespace,
+        {
+            "metadata": {
+                "name": "shared",
+                "ownerReferences": [owner_ref(owner, "ConfigMap"), owner_ref(other, "ConfigMap")],
+            }
+        },
+    )
+
+    api.delete_namespaced_config_map("owner", target_namespace)
+    wait_for(
+        lambda: secret_or_none(target_api, target_namespace, "child") is None,
+        timeout=30,
+        message="child kept",
+    )
+    wait_for(
+        lambda: secret_or_none(target_api, target_namespace, "grandchild") is None,
+        timeout=30,
+        message="grandchild kept",
+    )
+    shared = wait_for(
+        lambda: (
+            (s := secret_or_none(target_api, target_namespace, "shared"))
+            and [r.uid for r in s.metadata.owner_references] == [other.metadata.uid]
+            and s
+        ),
+        timeout=30,
+        message="the dependent with a remaining owner must stay, without the dangling reference",
+    )
+    assert shared.metadata.name == "shared"
+
+    api.delete_namespaced_config_map("other", target_namespace)
+    wait_for(lambda: secret_or_none(target_api, target_namespace, "shared") is None, timeout=30)
+
+
+def test_orphan_propagation_keeps_dependents(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    owner = api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "owner"}})
+    api.create_namespaced_secret(
+        target_namespace, {"metadata": {"name": "orphan", "ownerReferences": [owner_ref(owner, "ConfigMap")]}}
+    )
+    api.delete_namespaced_config_map("owner", target_namespace, propagation_policy="Orphan")
+    wait_for(lambda: gone(api.read_namespaced_config_map, "owner", target_namespace), timeout=30)
+    orphan = wait_for(
+        lambda: (
+            (s := secret_or_none(target_api, target_namespace, "orphan"))
+            and not s.metadata.owner_references
+            and s
+        ),
+        timeout=30,
+    )
+    assert orphan.metadata.name == "orphan"
+
+
+def test_deleting_a_namespace_removes_its_contents(target_api: Any, request: pytest.FixtureRequest) -> None:
+    api = core(target_api)
+    name = create_test_namespace(target_api, request.node.name + "-doomed")
+    try:
+        api.create_namespaced_secret(name, {"metadata": {"name": "inside"}})
+        api.create_namespaced_config_map(name, {"metadata": {"name": "inside"}})
+        api.delete_namespace(name)
+        terminating = api.read_namespace(name) if not gone(api.read_namespace, name) else None
+        if terminating is not None:
+            assert terminating.metadata.deletion_timestamp is not None
+        wait_for(lambda: gone(api.read_namespace, name), timeout=90, message="namespace not removed")
+        assert gone(api.read_namespaced_secret, "inside", name)
+        assert not [s for s in api.list_secret_for_all_namespaces().items if s.metadata.namespace == name]
+    finally:
+        delete_test_namespace(target_api, name)
+
+
+# --------------------------------------------------------------------------- CRDs
+
+
+def test_crd_is_established_and_served(target_api: Any, target_namespace: str, crds: None) -> None:
+    ext = kubernetes.client.ApiextensionsV1Api(target_api)
+    crd = ext.read_custom_resource_definition(f"widgets.{GROUP}")
+    assert any(c.type == "Established" and c.status == "True" for c in crd.status.conditions)
+
+    group = raw_request(target_api, "GET", f"/apis/{GROUP}").json()
+    assert {v["version"] for v in group["versions"]} == {"v1", "v1beta1"}
+    assert group["preferredVersion"]["version"] == "v1"
+    resources = {
+        r["name"]: r for r in raw_request(target_api, "GET", f"/apis/{GROUP}/v1").json()["resources"]
+    }
+    assert resources["widgets"]["namespaced"] is True
+    assert resources["widgets"]["kind"] == "Widget"
+    assert resources["widgets"]["shortNames"] == ["wdg"]
+    assert resources["widgets"]["categories"] == ["rolecall-contract"]
+    assert "widgets/status" in resources
+    assert resources["gadgets"]["namespaced"] is False
+    beta = {r["name"] for r in raw_request(target_api, "GET", f"/apis/{GROUP}/v1beta1").json()["resources"]}
+    assert "widgets" in beta
+
+    create_widget(target_api, target_namespace, widget("multi"))
+    assert read_widget(target_api, target_namespace, "multi", "v1beta1")["apiVersion"] == f"{GROUP}/v1beta1"
+    assert read_widget(target_api, target_namespace, "multi")["apiVersion"] == f"{GROUP}/v1"
+
+    cr = custom(target_api)
+    cr.create_cluster_custom_object(
+        GROUP,
+        "v1",
+        "gadgets",
+        {
+            "apiVersion": f"{GROUP}/v1",
+            "kind": "Gadget",
+            "metadata": {"name": f"g-{target_namespace}"},
+            "spec": {"any": {"thing": 1}},
+        },
+    )
+    try:
+        got = cr.get_cluster_custom_object(GROUP, "v1", "gadgets", f"g-{target_namespace}")
+        assert "namespace" not in got["metadata"]
+        assert got["spec"] == {"any": {"thing": 1}}
+    finally:
+        cr.delete_cluster_custom_object(GROUP, "v1", "gadgets", f"g-{target_namespace}")
+
+
+def test_schema_validation_names_each_field(target_api: Any, target_namespace: str, crds: None) -> None:
+    status = expect_error(422, create_widget, target_api, target_namespace, widget("big", size=100))
+    assert status["reason"] == "Invalid"
+    assert status["message"] == (
+        f'Widget.{GROUP} "big" is invalid: spec.size: Invalid value: 100: '
+        "spec.size in body should be less than or equal to 10"
+    )
+    assert status["details"]["causes"] == [
+        {
+            "reason": "FieldValueInvalid",
+            "message": "Invalid value: 100: spec.size in body should be less than or equal to 10",
+            "field": "spec.size",
+        }
+    ]
+
+    bad = widget(
+        "bad",
+        size="three",
+        mode="medium",
+        code="ABC",
+        ratio=0,
+        tags=["a", "b", "c", "d"],
+        owner={},
+        port=[1],
+    )
+    status = expect_error(422, create_widget, target_api, target_namespace, bad)
+    fields = {c["field"]: c for c in status["details"]["causes"]}
+    assert set(fields) >= {
+        "spec.size",
+        "spec.mode",
+        "spec.code",
+        "spec.ratio",
+        "spec.tags",
+        "spec.owner.team",
+        "spec.port",
+    }, fields
+    assert fields["spec.mode"]["reason"] == "FieldValueNotSupported"
+    assert 'supported values: "fast", "slow"' in fields["spec.mode"]["message"]
+    assert fields["spec.owner.team"]["reason"] == "FieldValueRequired"
+    assert "must be of type integer" in fields["spec.size"]["message"]
+    assert "should match '^[a-z]+$'" in fields["spec.code"]["message"]
+    assert "should be greater than 0" in fields["spec.ratio"]["message"]
+
+    missing = widget("missing")
+    del missing["spec"]["size"]
+    status = expect_error(422, create_widget, target_api, target_namespace, missing)
+    assert [c["field"] for c in status["details"]["causes"]] == ["spec.size"]
+    assert status["details"]["causes"][0]["message"] == "Required value"
+
+    ok = create_widget(target_api, target_namespace, widget("ok", port="http", ratio=0.5))
+    assert ok["spec"]["port"] == "http"
+    status = expect_error(
+        422,
+        custom(target_api).patch_namespaced_custom_object,
+        GROUP,
+        "v1",
+        target_namespace,
+        "widgets",
+        "ok",
+        {"spec": {"size": 0}},
+    )
+    assert "greater than or equal to 1" in status["message"]
+
+
+def test_pruning_and_defaults(target_api: Any, target_namespace: str, crds: None) -> None:
+    body = widget("pd", config={"free": {"form": True}}, unknown="dropped")
+    body["topLevelJunk"] = 1
+    body["spec"]["owner"] = {"team": "a", "extra": "dropped"}
+    response = raw_request(
+        target_api, "POST", f"/apis/{GROUP}/v1/namespaces/{target_namespace}/widgets", body=body
+    )
+    assert response.status == 201, response.data
+    created = response.json()
+    assert "unknown" not in created["spec"] and "topLevelJunk" not in created
+    assert created["spec"]["owner"] == {"team": "a"}
+    assert created["spec"]["config"] == {"free": {"form": True}}
+    assert created["spec"]["mode"] == "slow"
+    assert created["spec"]["nested"] == {"retries": 3}
+    warnings = response.headers.get("Warning", "")
+    assert "unknown field" in warnings and "spec.unknown" in warnings
+
+    updated = custom(target_api).patch_namespaced_custom_object(
+        GROUP, "v1", target_namespace, "widgets", "pd", {"spec": {"mode": None, "nested": {"retries": None}}}
+    )
+    assert updated["spec"]["mode"] == "slow" and updated["spec"]["nested"] == {"retries": 3}
+
+
+def test_cel_validation_rules(target_api: Any, target_namespace: str, crds: None) -> None:
+    status = expect_error(
+        422,
+        create_widget,
+        target_api,
+        target_namespace,
+        widget("cel", minReplicas=5, maxReplicas=2),
+    )
+    assert "minReplicas must not exceed maxReplicas" in status["message"]
+    assert status["details"]["causes"][0]["field"] == "spec"
+
+    create_widget(
+        target_api, target_namespace, widget("cel", minReplicas=1, maxReplicas=2, immutableName="a")
+    )
+    status = expect_error(
+        422,
+        custom(target_api).patch_namespaced_custom_object,
+        GROUP,
+        "v1",
+        target_namespace,
+        "widgets",
+        "cel",
+        {"spec": {"immutableName": "b"}},
+    )
+    assert "immutableName is immutable" in status["message"]
+    assert status["details"]["causes"][0]["field"] == "spec.immutableName"
+    unchanged = custom(target_api).patch_namespaced_custom_object(
+        GROUP, "v1", target_namespace, "widgets", "cel", {"spec": {"size": 3}}
+    )
+    assert unchanged["spec"]["size"] == 3
+
+
+def test_deleting_a_crd_removes_its_objects(
+    target_api: Any, target_namespace: str, tmp_path: pathlib.Path
+) -> None:
+    crd = simple_crd("doohickeys", "Doohickey", "Namespaced")
+    apply_crds(target_api, write_crds(tmp_path, crd))
+    cr = custom(target_api)
+    cr.create_namespaced_custom_object(
+        GROUP,
+        "v1",
+        target_namespace,
+        "doohickeys",
+        {"apiVersion": f"{GROUP}/v1", "kind": "Doohickey", "metadata": {"name": "d"}},
+    )
+    kubernetes.client.ApiextensionsV1Api(target_api).delete_custom_resource_definition(
+        crd["metadata"]["name"]
+    )
+    wait_for(
+        lambda: (
+            raw_request(
+                target_api, "GET", f"/apis/{GROUP}/v1/namespaces/{target_namespace}/doohickeys/d"
+            ).status
+            == 404
+        ),
+        timeout=60,
+        message="the object outlived its CRD",
+    )
+    wait_for(
+        lambda: gone(
+            kubernetes.client.ApiextensionsV1Api(target_api).read_custom_resource_definition,
+            crd["metadata"]["name"],
+        ),
+        timeout=60,
+    )
+    resources = raw_request(target_api, "GET", f"/apis/{GROUP}/v1").json()
+    assert "doohickeys" not in {r["name"] for r in resources.get("resources", [])}
+
+
+# --------------------------------------------------------------------------- other built-ins
+
+
+def test_events_and_leases(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    event = api.create_namespaced_event(
+        target_namespace,
+        {
+            "metadata": {"generateName": "ev-"},
+            "involvedObject": {"kind": "ConfigMap", "name": "x", "namespace": target_namespace},
+            "reason": "Testing",
+            "message": "hello",
+            "type": "Normal",
+        },
+    )
+    assert event.metadata.name.startswith("ev-")
+    listed = api.list_namespaced_event(target_namespace, field_selector="reason=Testing")
+    assert [e.message for e in listed.items] == ["hello"]
+
+    events = kubernetes.client.EventsV1Api(target_api)
+    new_style = events.create_namespaced_event(
+        target_namespace,
+        {
+            "metadata": {"name": "ev2"},
+            "eventTime": "2024-01-01T00:00:00.000000Z",
+            "reportingController": "contract.rolecall.dev/test",
+            "reportingInstance": "test",
+            "action": "Test",
+            "reason": "Testing",
+            "regarding": {"kind": "ConfigMap", "name": "x", "namespace": target_namespace},
+            "type": "Normal",
+        },
+    )
+    assert new_style.metadata.uid
+
+    leases = kubernetes.client.CoordinationV1Api(target_api)
+    lease = leases.create_namespaced_lease(
+        target_namespace,
+        {"metadata": {"name": "leader"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}},
+    )
+    lease.spec.holder_identity = "b"
+    replaced = leases.replace_namespaced_lease("leader", target_namespace, lease)
+    assert replaced.spec.holder_identity == "b"
+    lease.spec.holder_identity = "c"
+    expect_error(409, leases.replace_namespaced_lease, "leader", target_namespace, lease)
+
+
+def test_invalid_names_are_rejected(target_api: Any, target_namespace: str) -> None:
+    status = expect_error(
+        422,
+        core(target_api).create_namespaced_config_map,
+        target_namespace,
+        {"metadata": {"name": "Bad_Name"}},
+    )
+    assert status["details"]["causes"][0]["field"] == "metadata.name"
+    assert "RFC 1123" in status["message"]
+
+
+# --------------------------------------------------------------------------- kopf against the API
+
+
+def test_kopf_operator_handles_custom_resources(
+    target_api: Any, target_namespace: str, target_kopf_login: Any, crds: None
+) -> None:
+    registry = kopf.OperatorRegistry()
+    seen: list[Any] = []
+    deleted: list[str] = []
+
+    kopf.on.login(registry=registry)(target_kopf_login)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.watching.server_timeout = 30
+
+    @kopf.on.create(GROUP, "v1", "widgets", id="make_child", registry=registry)
+    def make_child(body: Any, name: str, namespace: str, **_: Any) -> dict[str, str]:
+        secret = {"metadata": {"name": f"{name}-child"}, "stringData": {"owner": name}}
+        kopf.adopt(secret, owner=body)
+        core(target_api).create_namespaced_secret(namespace, secret)
+        kopf.info(body, reason="ChildCreated", message=f"created {secret['metadata']['name']}")
+        return {"child": secret["metadata"]["name"]}
+
+    @kopf.on.event(GROUP, "v1", "widgets", registry=registry)
+    def observe(event: Any, **_: Any) -> None:
+        seen.append(event["type"])
+
+    @kopf.on.delete(GROUP, "v1", "widgets", registry=registry)
+    def cleanup(name: str, **_: Any) -> None:
+        deleted.append(name)
+
+    args = ["run", "--standalone", "--namespace", target_namespace]
+    with KopfRunner(args, registry=registry, timeout=60) as runner:
+        created = create_widget(target_api, target_namespace, widget("kopf"))
+        child = wait_for(
+            lambda: secret_or_none(target_api, target_namespace, "kopf-child"),
+            timeout=20,
+            message="the on.create handler never created the child Secret",
+        )
+        assert child.metadata.owner_references[0].uid == created["metadata"]["uid"]
+        assert child.metadata.owner_references[0].kind == "Widget"
+        assert base64.b64decode(child.data["owner"]) == b"kopf"
+        result = wait_for(
+            lambda: (read_widget(target_api, target_namespace, "kopf").get("status") or {}).get("make_child"),
+            timeout=20,
+            message="the handler's result never reached the status",
+        )
+        assert result == {"child": "kopf-child"}
+        assert "ADDED" in seen or None in seen
+        body = read_widget(target_api, target_namespace, "kopf")
+        assert body["metadata"].get("finalizers"), "kopf adds its finalizer for on.delete"
+
+        custom(target_api).delete_namespaced_custom_object(GROUP, "v1", target_namespace, "widgets", "kopf")
+        wait_for(lambda: deleted == ["kopf"], timeout=20, message="the on.delete handler never ran")
+        wait_for(lambda: gone(read_widget, target_api, target_namespace, "kopf"), timeout=20)
+        wait_for(
+            lambda: secret_or_none(target_api, target_namespace, "kopf-child") is None,
+            timeout=30,
+            message="the child Secret outlived its owner",
+        )
+        event = wait_for(
+            lambda: [
+                e
+                for e in core(target_api).list_namespaced_event(target_namespace).items
+                if e.reason == "ChildCreated"
+            ],
+            timeout=20,
+            message="kopf never posted its k8s event",
+        )[0]
+        assert event.involved_object.name == "kopf" and event.message == "created kopf-child"
+        assert event.metadata.name.startswith("kopf-event-")
+    assert runner.exit_code == 0, runner.output
+    assert runner.exception is None
+    assert "MODIFIED" in seen or "DELETED" in seen
+
+
+# --------------------------------------------------------------------------- admission webhooks
+
+
+@pytest.fixture
+def webhook_tls(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    from rolecall.tls import generate_self_signed
+
+    cert, key = generate_self_signed(["127.0.0.1", "localhost"])
+    certfile, keyfile = tmp_path / "tls.crt", tmp_path / "tls.key"
+    certfile.write_bytes(cert)
+    keyfile.write_bytes(key)
+    return certfile, keyfile
+
+
+def _delete_webhook_configs(api: Any, name: str) -> None:
+    hooks = kubernetes.client.AdmissionregistrationV1Api(api)
+    for delete in (
+        hooks.delete_mutating_webhook_configuration,
+        hooks.delete_validating_webhook_configuration,
+    ):
+        try:
+            delete(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+
+def test_kopf_admission_webhooks(
+    kube_target: KubeTarget,
+    target_api: Any,
+    target_namespace: str,
+    target_kopf_login: Any,
+    webhook_tls: tuple[pathlib.Path, pathlib.Path],
+) -> None:
+    kube_target.require_emulator()  # a real API server cannot reach this machine's loopback
+    certfile, keyfile = webhook_tls
+    managed = f"{target_namespace}.contract.rolecall.dev"
+    port = free_port()
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(target_kopf_login)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.admission.server = kopf.WebhookServer(
+            addr="127.0.0.1", host="127.0.0.1", port=port, certfile=certfile, pkeyfile=keyfile
+        )
+        settings.admission.managed = managed
+
+    @kopf.on.mutate(
+        "pods", operations={"CREATE"}, labels={"contract-webhook": "yes"}, id="inject", registry=registry
+    )
+    def inject(body: Any, patch: Any, warnings: list[str], **_: Any) -> None:
+        patch.metadata.setdefault("labels", {})["mutated-by"] = "kopf"
+        containers = [dict(c) for c in body["spec"]["containers"]]
+        containers[0]["env"] = [*containers[0].get("env", []), {"name": "INJECTED", "value": "yes"}]
+        patch.spec["containers"] = containers
+        warnings.append("pod mutated by the contract test")
+
+    @kopf.on.validate("configmaps", labels={"contract-webhook": "yes"}, id="refuse", registry=registry)
+    def refuse(body: Any, **_: Any) -> None:
+        if "forbidden" in (body.get("data") or {}):
+            raise kopf.AdmissionError("the forbidden key is not allowed", code=403)
+
+    default_service_account(target_api, target_namespace)
+    api = core(target_api)
+    hooks = kubernetes.client.AdmissionregistrationV1Api(target_api)
+    try:
+        with KopfRunner(
+            ["run", "--standalone", "--namespace", target_namespace], registry=registry, timeout=60
+        ) as runner:
+            config = wait_for(
+                lambda: (c := hooks.read_mutating_webhook_configuration(managed)).webhooks and c,
+                timeout=20,
+                ignore=(ApiException,),
+                message="kopf never registered its mutating webhook",
+            )
+            assert config.webhooks[0].client_config.url.startswith(f"https://127.0.0.1:{port}/")
+            assert config.webhooks[0].client_config.ca_bundle
+            wait_for(
+                lambda: hooks.read_validating_webhook_configuration(managed).webhooks,
+                timeout=20,
+                ignore=(ApiException,),
+            )
+
+            response = raw_request(
+                target_api,
+                "POST",
+                f"/api/v1/namespaces/{target_namespace}/pods",
+                body=pod_manifest("hooked", {"contract-webhook": "yes"}),
+            )
+            assert response.status == 201, response.data
+            assert "pod mutated by the contract test" in response.headers.get("Warning", "")
+            stored = api.read_namespaced_pod("hooked", target_namespace)
+            assert stored.metadata.labels["mutated-by"] == "kopf"
+            env = {e.name: e.value for e in stored.spec.containers[0].env}
+            assert env == {"A": "1", "INJECTED": "yes"}
+
+            plain = api.create_namespaced_pod(target_namespace, pod_manifest("plain"))
+            assert "mutated-by" not in (plain.metadata.labels or {}), "objectSelector not honoured"
+
+            status = expect_error(
+                403,
+                api.create_namespaced_config_map,
+                target_namespace,
+                {
+                    "metadata": {"name": "no", "labels": {"contract-webhook": "yes"}},
+                    "data": {"forbidden": "x"},
+                },
+            )
+            assert status["message"] == (
+                f'admission webhook "refuse.{managed}" denied the request: the forbidden key is not allowed'
+            )
+            assert gone(api.read_namespaced_config_map, "no", target_namespace)
+            allowed = api.create_namespaced_config_map(
+                target_namespace,
+                {"metadata": {"name": "yes", "labels": {"contract-webhook": "yes"}}, "data": {"ok": "x"}},
+            )
+            assert allowed.data == {"ok": "x"}
+        assert runner.exit_code == 0, runner.output
+        assert runner.exception is None
+        assert not hooks.read_mutating_webhook_configuration(managed).webhooks, "kopf cleans up"
+    finally:
+        _delete_webhook_configs(target_api, managed)
+
+
+def test_webhook_failure_policy(kube_target: KubeTarget, target_api: Any, target_namespace: str) -> None:
+    kube_target.require_emulator()
+    name = f"{target_namespace}.failure.rolecall.dev"
+    hooks = kubernetes.client.AdmissionregistrationV1Api(target_api)
+    api = core(target_api)
+
+    def config(policy: str) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name},
+            "webhooks": [
+                {
+                    "name": f"unreachable.{name}",
+                    "clientConfig": {"url": f"https://127.0.0.1:{free_port()}/nothing"},
+                    "rules": [
+                        {
+                            "operations": ["CREATE"],
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "resources": ["configmaps"],
+                        }
+                    ],
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": target_namespace}},
+                    "failurePolicy": policy,
+                    "sideEffects": "None",
+                    "admissionReviewVersions": ["v1"],
+                    "timeoutSeconds": 2,
+                }
+            ],
+        }
+
+    try:
+        hooks.create_validating_webhook_configuration(config("Fail"))
+        status = expect_error(
+            500, api.create_namespaced_config_map, target_namespace, {"metadata": {"name": "a"}}
+        )
+        assert f'failed calling webhook "unreachable.{name}"' in status["message"]
+        assert status["reason"] == "InternalError"
+        outside = api.create_namespaced_config_map("default", {"metadata": {"generateName": "outside-"}})
+        api.delete_namespaced_config_map(outside.metadata.name, "default")
+
+        current = hooks.read_validating_webhook_configuration(name)
+        current.webhooks[0].failure_policy = "Ignore"
+        hooks.replace_validating_webhook_configuration(name, current)
+        assert api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "b"}}).metadata.uid
+    finally:
+        _delete_webhook_configs(target_api, name)
+
+
+# --------------------------------------------------------------------------- emulator-only
+
+
+def test_request_counts(kube_target: KubeTarget, target_api: Any, target_namespace: str) -> None:
+    emulator = kube_target.require_emulator()
+    api = core(target_api)
+    emulator.reset_counts()
+    api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "c1"}})
+    api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "c2"}})
+    api.read_namespaced_config_map("c1", target_namespace)
+    api.list_namespaced_config_map(target_namespace)
+    api.patch_namespaced_config_map("c1", target_namespace, {"data": {"a": "b"}})
+    api.delete_namespaced_config_map("c2", target_namespace)
+    counts = emulator.request_counts()
+    assert {k: counts[k] for k in ("get", "list", "watch", "create", "update", "patch", "delete")} == {
+        "get": 1,
+        "list": 1,
+        "watch": 0,
+        "create": 2,
+        "update": 0,
+        "patch": 1,
+        "delete": 1,
+    }
+    emulator.reset_counts()
+    assert emulator.request_counts()["create"] == 0
+
+
+def test_ten_thousand_objects_and_many_watches(
+    kube_target: KubeTarget, target_api: Any, target_namespace: str
+) -> None:
+    emulator = kube_target.require_emulator()
+    api = core(target_api)
+    api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "probe"}})
+
+    def median_seconds(call: Any) -> float:
+        samples = []
+        for _ in range(40):
+            started = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - started)
+        return sorted(samples)[len(samples) // 2]
+
+    def get() -> Any:
+        return api.read_namespaced_config_map("probe", target_namespace)
+
+    def small_list() -> Any:
+        return api.list_namespaced_config_map(target_namespace)
+
+    before = (median_seconds(get), median_seconds(small_list))
+    bulk = f"{target_namespace}-bulk"
+    emulator.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": bulk}}])
+    emulator.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"cm-{n}", "namespace": bulk},
+            "data": {"n": str(n)},
+        }
+        for n in range(10_000)
+    )
+    try:
+        assert emulator.object_count() >= 10_000
+        after = (median_seconds(get), median_seconds(small_list))
+        # A scan of every object (or of a request log) per request would cost far more.
+        for old, new in zip(before, after, strict=True):
+            assert new < old * 4 + 0.004, (before, after)
+        small = api.list_namespaced_config_map(target_namespace)
+        assert [i.metadata.name for i in small.items] == ["probe"]
+
+        async def many_watches(count: int) -> list[list[str]]:
+            headers = {"Authorization": f"Bearer {emulator.token}"}
+            path = f"{emulator.url}/api/v1/namespaces/{target_namespace}/configmaps"
+            connector = aiohttp.TCPConnector(limit=0)
+            async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+                rv = (await (await session.get(path)).json())["metadata"]["resourceVersion"]
+                streams = [
+                    await session.get(
+                        path, params={"watch": "1", "resourceVersion": rv, "timeoutSeconds": "10"}
+                    )
+                    for _ in range(count)
+                ]
+                await asyncio.to_thread(
+                    api.create_namespaced_config_map, target_namespace, {"metadata": {"name": "fanout"}}
+                )
+
+                async def first(stream: aiohttp.ClientResponse) -> list[str]:
+                    line = await asyncio.wait_for(stream.content.readline(), 10)
+                    stream.close()
+                    event = json.loads(line)
+                    return [event["type"], event["object"]["metadata"]["name"]]
+
+                return await asyncio.gather(*(first(s) for s in streams))
+
+        results = asyncio.run(many_watches(200))
+        assert results == [["ADDED", "fanout"]] * 200
+    finally:
+        api.delete_namespace(bulk)
+        wait_for(lambda: gone(api.read_namespace, bulk), timeout=30)
+
+
+def test_cel_rules_celpy_cannot_run_are_skipped(
+    kube_target: KubeTarget, target_api: Any, target_namespace: str, tmp_path: pathlib.Path
+) -> None:
+    emulator = kube_target.require_emulator()
+    crd = simple_crd("celthings", "CelThing", "Namespaced")
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema["properties"]["spec"]["x-kubernetes-validations"] = [
+        {"rule": "self.x.k8sOnlyFunction()", "message": "never evaluated"},
+        {"rule": "has(self.x)", "message": "x is required"},
+    ]
+    apply_crds(target_api, write_crds(tmp_path, crd))
+    try:
+        before = emulator.cel_stats()["skipped"]
+        cr = custom(target_api)
+        body = {"apiVersion": f"{GROUP}/v1", "kind": "CelThing", "metadata": {"name": "c"}, "spec": {"x": 1}}
+        assert cr.create_namespaced_custom_object(GROUP, "v1", target_namespace, "celthings", body)
+        stats = emulator.cel_stats()
+        assert stats["skipped"] > before
+        assert "self.x.k8sOnlyFunction()" in stats["skipped_rules"]
+        body["metadata"]["name"] = "d"
+        body["spec"] = {}
+        status = expect_error(
+            422, cr.create_namespaced_custom_object, GROUP, "v1", target_namespace, "celthings", body
+        )
+        assert "x is required" in status["message"]
+    finally:
+        kubernetes.client.ApiextensionsV1Api(target_api).delete_custom_resource_definition(
+            crd["metadata"]["name"]
+        )
+
+
+def test_command_line_server(kube_target: KubeTarget, tmp_path: pathlib.Path) -> None:
+    kube_target.require_emulator()
+    kubeconfig = tmp_path / "kubeconfig"
+    crds_dir = write_crds(tmp_path / "crds", simple_crd("clithings", "CliThing", "Namespaced"))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.harness.kubeapi",
+            "--port",
+            "0",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--crds",
+            str(crds_dir),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert process.stdout is not None
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(timeout=30)
+        assert line and line[0].startswith("http://127.0.0.1:"), line
+        api = api_client_from_kubeconfig(kubeconfig)
+        with api:
+            assert "default" in {n.metadata.name for n in core(api).list_namespace().items}
+            crd = kubernetes.client.ApiextensionsV1Api(api).read_custom_resource_definition(
+                f"clithings.{GROUP}"
+            )
+            assert crd.spec.names.kind == "CliThing"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
