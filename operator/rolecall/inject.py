@@ -387,6 +387,13 @@ def plan_injection(
 
     mode, mode_warnings = _choose_mode(annotations, spec, default_mode)
     warnings += mode_warnings
+    if spec.suspend:
+        # still injected: a pod that waits for its Secret is better than one that silently
+        # runs with another identity (the node's role)
+        warnings.append(
+            f"AssumedRole {name!r} is suspended, so its Secret {spec.secret_name or name!r} does not "
+            "exist: the pod will not start until the AssumedRole is resumed"
+        )
 
     def refuse(result: Result, reason: str, *why: str) -> InjectionPlan:
         return InjectionPlan(False, result, reason, name, mode, warnings=[*warnings, *why])

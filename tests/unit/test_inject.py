@@ -651,3 +651,10 @@ def test_any_rolecall_mark_counts_as_injected(mark: str) -> None:
         pod["spec"]["initContainers"] = [container(SIDECAR_NAME)]
     assert pod_is_injected(pod)
     assert plan(pod).patch == []
+
+
+def test_a_suspended_assumed_role_still_injects_but_warns() -> None:
+    p = plan(realistic_pod(), index_of((NS, "s3", assumed_role(suspend=True))))
+    assert p.inject
+    [warning] = p.warnings
+    assert "suspended" in warning and "'s3'" in warning
