@@ -32,7 +32,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -154,7 +154,8 @@ class Binding:
         return {**sdk.environment_without_credentials(), **injected}
 
     def sidecar(self) -> dict[str, Any]:
-        [sidecar] = [c for c in self.pod()["spec"].get("initContainers", []) if c["name"] == SIDECAR_NAME]
+        inits: list[dict[str, Any]] = self.pod()["spec"].get("initContainers", [])
+        [sidecar] = [c for c in inits if c["name"] == SIDECAR_NAME]
         return sidecar
 
 
@@ -306,7 +307,8 @@ def js_client(node: str, provider: str, count: int = 1) -> list[str]:
 
 def one_identity(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     done = run_once(cmd, env)
-    [record] = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    records: list[dict[str, Any]] = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    [record] = records
     assert record["ok"], f"{cmd}: {record} {done.stderr[-2000:]}"
     return record
 
@@ -419,6 +421,10 @@ def keys_seen(proc: Background) -> list[str | None]:
     return [r.get("accessKeyId") for r in proc.snapshot() if r.get("ok")]
 
 
+def used_or_exited(proc: Background, key: str) -> Callable[[], bool]:
+    return lambda: key in keys_seen(proc) or proc.process.poll() is not None
+
+
 @pytest.mark.parametrize("mode", ["file", "sidecar"])
 def test_long_running_clients_follow_a_rotation(
     mode: str, sts: STSFaultProxy, binding_factory: Any, background: Any, node: str
@@ -435,7 +441,7 @@ def test_long_running_clients_follow_a_rotation(
     ]
     for proc in clients:
         wait_for(
-            lambda proc=proc: first.access_key_id in keys_seen(proc) or proc.process.poll() is not None,
+            used_or_exited(proc, first.access_key_id),
             timeout=20,
             interval=0.1,
             message="a client never used the first credentials",
@@ -448,7 +454,7 @@ def test_long_running_clients_follow_a_rotation(
 
     for proc in clients:
         wait_for(
-            lambda proc=proc: second.access_key_id in keys_seen(proc) or proc.process.poll() is not None,
+            used_or_exited(proc, second.access_key_id),
             timeout=20,
             interval=0.1,
             message="a long-running client did not switch to the rotated credentials",
