@@ -400,7 +400,7 @@ def test_js_from_container_metadata_ignores_the_token_file(
     """
     binding: Binding = binding_factory("sidecar")
     binding.publish(assume(sts))
-    start_sidecar(binding, background)
+    sidecar = start_sidecar(binding, background)
     done = subprocess.run(
         js_client(node, "container"),
         cwd=ROOT,
@@ -412,6 +412,11 @@ def test_js_from_container_metadata_ignores_the_token_file(
     )
     [record] = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     assert record["ok"] is False, "fromContainerMetadata now reads the token file: update the docs"
+    wait_for(
+        lambda: "GET /v1/credentials 401" in sidecar.stderr(),
+        timeout=5,
+        message="the sidecar did not log the request without Authorization (401)",
+    )
 
 
 # --- rotation without restart --------------------------------------------------------------------
