@@ -295,9 +295,8 @@ def _mount(mount_path: str) -> dict[str, Any]:
     return {"name": VOLUME_NAME, "mountPath": mount_path, "readOnly": True}
 
 
-# Options are given as ``--name=value`` single tokens: ``rolecall sidecar`` hands its arguments
-# through an argparse REMAINDER, which (as of cli.py in 0.1.0) moves a leading ``--dir`` and
-# splits it from its value when they are separate tokens.
+# Options as ``--name=value`` single tokens: they survive any re-ordering by an argument
+# forwarder (the first cli.py's argparse REMAINDER split ``--dir`` from its value).
 def _sidecar_container(*, image: str, mount_path: str, port: int, native: bool) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": SIDECAR_NAME,
