@@ -35,7 +35,7 @@ class KubeAPIEmulator:
         *,
         token: str = DEFAULT_TOKEN,
         username: str = DEFAULT_USER,
-        require_auth: bool = True,
+        require_auth: bool = False,
         history_size: int = 2000,
         bookmark_interval: float = 50.0,
         default_watch_timeout: float = 1800.0,

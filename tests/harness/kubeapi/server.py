@@ -98,7 +98,7 @@ class ApiServer:
         self,
         *,
         tokens: dict[str, str],
-        require_auth: bool = True,
+        require_auth: bool = False,
         history_size: int = 2000,
         bookmark_interval: float = 50.0,
         default_watch_timeout: float = 1800.0,
@@ -181,11 +181,18 @@ class ApiServer:
         )
 
     def _authenticate(self, request: web.Request) -> str:
+        """A known bearer token names the user; an unknown one gets 401 Unauthorized.
+
+        Without credentials the request is anonymous (allowed unless ``require_auth``): kubectl
+        and client-go never send a token to a plain-http server.
+        """
         header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            user = self.tokens.get(header[len("Bearer ") :].strip())
-            if user is not None:
-                return user
+        if header:
+            scheme, _, token = header.partition(" ")
+            user = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+            if user is None:
+                raise errors.unauthorized()
+            return user
         if self.require_auth:
             raise errors.unauthorized()
         return "system:anonymous"
@@ -250,13 +257,17 @@ class ApiServer:
             if allow_empty:
                 return None
             raise errors.bad_request("the body of the request is empty")
-        content_type = request.content_type or "application/json"
+        content_types = " ".join(request.headers.getall("Content-Type", [])).lower()
         try:
-            if "yaml" in content_type:
+            if raw.lstrip()[:1] in (b"{", b"["):
+                return json.loads(raw)
+            if "yaml" in content_types:
                 return yaml.safe_load(raw)
-            return json.loads(raw)
         except (ValueError, yaml.YAMLError) as e:
             raise errors.bad_request(f"couldn't get version/kind; json parse error: {e}") from None
+        if "protobuf" in content_types:
+            raise errors.unsupported_media_type("application/vnd.kubernetes.protobuf")
+        raise errors.bad_request("couldn't get version/kind; json parse error: not a JSON object")
 
     # ----------------------------------------------------------------- discovery & routing
 
@@ -692,7 +703,10 @@ class ApiServer:
         return self._json(self._for_version(obj, target), status, warnings)
 
     async def _patch(self, request: web.Request, target: Target, params: Any, username: str) -> web.Response:
-        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        content_types = [
+            value.split(";")[0].strip().lower() for value in request.headers.getall("Content-Type", [])
+        ]
+        content_type = next((c for c in content_types if c in PATCH_TYPES), ",".join(content_types))
         kind = PATCH_TYPES.get(content_type)
         if kind is None or (kind == "strategic" and not target.rtype.builtin):
             raise errors.unsupported_media_type(content_type)
