@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import kopf
 from aiohttp import web
 
+from rolecall import admission, tls
 from rolecall import constants as c
 from rolecall.clock import Clock, SystemClock
 from rolecall.config import Settings
-from rolecall.kube import KubeAdapter, load_configuration
+from rolecall.index import BindingIndex
+from rolecall.kube import KubeAdapter, KubeError, load_configuration
 from rolecall.leader import LeaderElector
 from rolecall.metrics import Metrics
 from rolecall.model import SpecError, parse_assumed_role, parse_policy
@@ -57,6 +61,8 @@ class App:
         self.leader = settings.ha == "none"
         self._background: list[asyncio.Task[None]] = []
         self.elector: LeaderElector | None = None
+        self.index = BindingIndex()
+        self.native_sidecars = True
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -67,7 +73,34 @@ class App:
         settings.watching.client_timeout = 660
         settings.networking.request_timeout = 30
         settings.scanning.disabled = True
+        if self.settings.webhook_enabled:
+            self._configure_webhooks(settings)
         await self.startup()
+
+    def _configure_webhooks(self, settings: kopf.OperatorSettings) -> None:
+        """kopf's admission server: provided TLS files, or a self-signed pair for development.
+
+        With ``--webhook-url-host`` (development) kopf registers the webhook configurations
+        itself, pointing at https://HOST:PORT; in production the Helm chart owns them.
+        """
+        certfile, keyfile = self.settings.webhook_cert, self.settings.webhook_key
+        if not certfile or not keyfile:
+            hosts = [h for h in (self.settings.webhook_url_host, "localhost", "127.0.0.1") if h]
+            cert, key = tls.generate_self_signed(list(dict.fromkeys(hosts)))
+            directory = Path(tempfile.mkdtemp(prefix="rolecall-tls-"))
+            (directory / "tls.crt").write_bytes(cert)
+            (directory / "tls.key").write_bytes(key)
+            (directory / "tls.key").chmod(0o600)
+            certfile, keyfile = str(directory / "tls.crt"), str(directory / "tls.key")
+        settings.admission.server = kopf.WebhookServer(
+            addr=self.settings.webhook_host,
+            port=self.settings.webhook_port,
+            host=self.settings.webhook_url_host,
+            certfile=certfile,
+            pkeyfile=keyfile,
+        )
+        if self.settings.webhook_url_host:
+            settings.admission.managed = self.settings.webhook_configuration_name
 
     def login(self, **kwargs: Any) -> kopf.ConnectionInfo | None:
         """kopf talks to the same API server, with the same credentials, as our adapter."""
@@ -84,6 +117,16 @@ class App:
             insecure=conn.insecure,
         )
 
+    async def _detect_native_sidecars(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            version = await loop.run_in_executor(self.executor, lambda: self.kube.request("GET", "/version"))
+            self.native_sidecars = admission.native_sidecars_supported(
+                version.get("major", "0"), version.get("minor", "0")
+            )
+        except KubeError as exc:
+            logger.warning("Could not read the API server version (%s); assuming native sidecars", exc.reason)
+
     async def startup(self) -> None:
         """Prime the policy and namespace caches, then start the scheduler and endpoints.
 
@@ -93,6 +136,7 @@ class App:
         if self.settings.operator_keys_secret:
             await self._load_operator_keys()
         await self._prime()
+        await self._detect_native_sidecars()
         limiter = TokenBucket(self.settings.sts_rate, self.settings.sts_burst)
         self.reconciler = Reconciler(
             settings=self.settings,
@@ -132,7 +176,10 @@ class App:
             await self.scheduler.stop()
         if self._runner is not None:
             await self._runner.cleanup()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        # let calls already on the wire finish (and be recorded) before the process goes
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.executor.shutdown(wait=True, cancel_futures=True)
+        )
 
     async def _load_operator_keys(self) -> None:
         ns, _, name = (self.settings.operator_keys_secret or "").partition("/")
@@ -200,6 +247,47 @@ class App:
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 
+    # --- admission (served by every replica, from the in-memory index) --------------------
+
+    def mutate_pod(self, body: Any, patch: kopf.Patch, warnings: list[str]) -> None:
+        namespace = (body.get("metadata") or {}).get("namespace") or ""
+        review = admission.review_pod(
+            body,
+            namespace,
+            self.index,
+            default_mode=self.settings.default_injection_mode,
+            sidecar_image=self.settings.sidecar_image,
+            sidecar_port=self.settings.sidecar_port,
+            native_sidecars=self.native_sidecars,
+        )
+        warnings.extend(review.warnings)
+        if review.patch:
+            patch.fns.append(admission.json_patch_fn(review.patch))
+        self.metrics.pod_injections.labels(review.mode, review.result.value).inc()
+        if review.reason:
+            logger.info(
+                "Pod %s/%s: %s",
+                namespace,
+                (body.get("metadata") or {}).get("name")
+                or (body.get("metadata") or {}).get("generateName", ""),
+                review.reason,
+            )
+
+    def validate_assumed_role(self, body: Any, old: Any, operation: str, warnings: list[str]) -> None:
+        namespace = (body.get("metadata") or {}).get("namespace") or ""
+        review = admission.review_assumed_role(
+            body,
+            operation=operation,
+            namespace=namespace,
+            policies=list(self.cache.policies.values()),
+            namespace_labels=self.cache.namespace_labels.get(namespace, {}),
+            enforce=self.settings.enforce_access,
+            old=old,
+        )
+        warnings.extend(review.warnings)
+        if not review.allowed:
+            raise kopf.AdmissionError(review.message, code=422)
+
     # --- leadership ---------------------------------------------------------------------
 
     def set_leader(self, leader: bool) -> None:
@@ -219,6 +307,7 @@ class App:
         meta = body.get("metadata", {})
         key = (meta.get("namespace", ""), meta.get("name", ""))
         if event.get("type") == "DELETED":
+            self.index.remove(*key)
             self.cache.assumed_roles.pop(key, None)
             self.cache.states.pop(key, None)
             if self.scheduler is not None:
@@ -227,6 +316,7 @@ class App:
             return
         old = self.cache.assumed_roles.get(key)
         self.cache.assumed_roles[key] = body
+        self.index.put_body(key[0], key[1], body.get("spec"))
         state = self.cache.states.get(key)
         if old is None or state is None:
             self._trigger(key)

@@ -215,14 +215,21 @@ def _cmd_assume(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sidecar"]:
+        # the sidecar runs in every pod: hand over before importing anything heavy
+        from rolecall import sidecar
+
+        return sidecar.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="rolecall", description="AWS IAM roles for Kubernetes workloads, on any cluster."
     )
     parser.add_argument("--version", action="version", version=f"rolecall {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
-    sc = sub.add_parser("sidecar", help="serve the container-credentials endpoint in a pod", add_help=False)
-    sc.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser(
+        "sidecar", help="serve the container-credentials endpoint in a pod (rolecall sidecar --help)"
+    )
     a = sub.add_parser(
         "assume", help="assume the role of an AssumedRole manifest once, with local AWS credentials"
     )
@@ -239,13 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     a.add_argument("--cluster-name", default="", help="value of the kubernetes-cluster-name session tag")
     a.add_argument("--no-session-tags", action="store_true", help="do not send the automatic session tags")
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "sidecar":
-        from rolecall import sidecar
-
-        return sidecar.main([*args.rest, *extra])
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser.parse_args(argv)
     if args.command == "run":
         return _cmd_run(args)
     return _cmd_assume(args)

@@ -13,7 +13,7 @@ import kopf
 from rolecall import constants as c
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
+def register(registry: kopf.OperatorRegistry, *, webhooks: bool = False) -> None:
     @kopf.on.startup(registry=registry)
     async def operator_startup(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
         await memo.app.startup_kopf(settings)
@@ -41,3 +41,32 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.event("", "v1", "namespaces", registry=registry)
     async def namespace_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
         memo.app.on_namespace(dict(event))
+
+    if not webhooks:
+        return
+
+    @kopf.on.mutate(
+        "",
+        "v1",
+        "pods",
+        id="mutate-pods",
+        operations=["CREATE"],
+        side_effects=False,
+        ignore_failures=True,
+        registry=registry,
+    )
+    def pod_mutate(body: kopf.Body, patch: kopf.Patch, warnings: list[str], memo: Any, **_: Any) -> None:
+        memo.app.mutate_pod(body, patch, warnings)
+
+    @kopf.on.validate(
+        c.GROUP,
+        c.VERSION,
+        c.PLURAL_ASSUMED_ROLE,
+        id="validate-assumedroles",
+        operations=["CREATE", "UPDATE"],
+        side_effects=False,
+        ignore_failures=True,  # self-registered (development) only; the Helm chart sets Fail
+        registry=registry,
+    )
+    def assumedrole_validate(body: kopf.Body, warnings: list[str], memo: Any, **kwargs: Any) -> None:
+        memo.app.validate_assumed_role(body, kwargs.get("old"), kwargs.get("operation", ""), warnings)

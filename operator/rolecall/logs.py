@@ -13,17 +13,31 @@ import re
 
 LIBRARY_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "aiohttp.access")
 
-_PATTERNS = [
-    re.compile(r"(<(SecretAccessKey|SessionToken)>)[^<]*(</\2>)"),
-    re.compile(r'("?(SecretAccessKey|SessionToken|Token|aws_secret_access_key|aws_session_token|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN)"?\s*[:=]\s*)("[^"]*"|\S+)', re.IGNORECASE),
-    re.compile(r"(x-amz-security-token[\"']?\s*[:=]\s*b?[\"']?)[A-Za-z0-9+/=]+", re.IGNORECASE),
-    re.compile(r"(Authorization[\"']?\s*[:=]\s*b?[\"']?)[^\"',}]+", re.IGNORECASE),
+# (pattern, replacement): each keeps the name of the field and drops its value
+_RULES: list[tuple[re.Pattern[str], str]] = [
+    (
+        re.compile(r"<(SecretAccessKey|SessionToken)>[^<]*</(SecretAccessKey|SessionToken)>"),
+        r"<\1><redacted></\2>",
+    ),
+    (
+        re.compile(
+            r"(\"?(?:SecretAccessKey|SessionToken|Token|aws_secret_access_key|aws_session_token|"
+            r"AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN)\"?\s*[:=]\s*)(\"[^\"]*\"|\S+)",
+            re.IGNORECASE,
+        ),
+        r"\1<redacted>",
+    ),
+    (
+        re.compile(r"(x-amz-security-token['\"]?\s*[:=]\s*b?['\"]?)[A-Za-z0-9+/=]+", re.IGNORECASE),
+        r"\1<redacted>",
+    ),
+    (re.compile(r"(Authorization['\"]?\s*[:=]\s*b?['\"]?)[^'\",}]+", re.IGNORECASE), r"\1<redacted>"),
 ]
 
 
 def redact(text: str) -> str:
-    for pattern in _PATTERNS:
-        text = pattern.sub(lambda m: m.group(1) + "<redacted>" + (m.group(3) if pattern.groups >= 3 and m.group(3) and m.group(3).startswith("</") else ""), text)
+    for pattern, replacement in _RULES:
+        text = pattern.sub(replacement, text)
     return text
 
 

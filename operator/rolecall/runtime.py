@@ -12,9 +12,9 @@ from rolecall.app import App
 from rolecall.config import Settings
 
 
-def build_registry() -> kopf.OperatorRegistry:
+def build_registry(*, webhooks: bool = False) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    handlers.register(registry)
+    handlers.register(registry, webhooks=webhooks)
     return registry
 
 
@@ -32,7 +32,7 @@ async def run_operator(
     else:
         kwargs["clusterwide"] = True
     await kopf.operator(
-        registry=build_registry(),
+        registry=build_registry(webhooks=settings.webhook_enabled),
         memo=kopf.Memo(app=app),
         standalone=True,
         stop_flag=stop_flag,
