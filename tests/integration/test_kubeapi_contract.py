@@ -471,6 +471,7 @@ def test_wrong_credentials_are_refused(kube_target: KubeTarget, target_api: Any)
     kubernetes.config.load_kube_config(
         config_file=str(kube_target.kubeconfig), client_configuration=configuration, persist_config=False
     )
+    configuration.refresh_api_key_hook = None
     configuration.api_key = {"BearerToken": "Bearer not-a-valid-token"}
     configuration.cert_file = configuration.key_file = None
     with kubernetes.client.ApiClient(configuration) as anonymous:
