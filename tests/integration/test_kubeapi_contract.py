@@ -996,6 +996,14 @@ def test_crd_is_established_and_served(target_api: Any, target_namespace: str, c
     create_widget(target_api, target_namespace, widget("multi"))
     assert read_widget(target_api, target_namespace, "multi", "v1beta1")["apiVersion"] == f"{GROUP}/v1beta1"
     assert read_widget(target_api, target_namespace, "multi")["apiVersion"] == f"{GROUP}/v1"
+    via_beta = custom(target_api).patch_namespaced_custom_object(
+        GROUP, "v1beta1", target_namespace, "widgets", "multi", {"spec": {"size": 2}}
+    )
+    assert via_beta["apiVersion"] == f"{GROUP}/v1beta1" and via_beta["spec"]["size"] == 2
+    beta_status = custom(target_api).patch_namespaced_custom_object_status(
+        GROUP, "v1beta1", target_namespace, "widgets", "multi", {"status": {"seen": True}}
+    )
+    assert beta_status["status"] == {"seen": True}
 
     cr = custom(target_api)
     cr.create_cluster_custom_object(
@@ -1218,6 +1226,30 @@ def test_events_and_leases(target_api: Any, target_namespace: str) -> None:
     assert replaced.spec.holder_identity == "b"
     lease.spec.holder_identity = "c"
     expect_error(409, leases.replace_namespaced_lease, "leader", target_namespace, lease)
+
+
+def test_services_dry_run_and_delete_collection(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    service = api.create_namespaced_service(
+        target_namespace,
+        {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}], "selector": {"app": "web"}}},
+    )
+    assert service.spec.cluster_ip and service.spec.type == "ClusterIP"
+    assert service.spec.ports[0].protocol == "TCP" and service.spec.ports[0].target_port == 80
+
+    dry = api.create_namespaced_config_map(target_namespace, {"metadata": {"name": "dry"}}, dry_run="All")
+    assert dry.metadata.name == "dry"
+    assert gone(api.read_namespaced_config_map, "dry", target_namespace)
+
+    for name in ("del-1", "del-2", "keep"):
+        labels = {"batch": "yes"} if name.startswith("del") else {}
+        api.create_namespaced_config_map(target_namespace, {"metadata": {"name": name, "labels": labels}})
+    api.delete_collection_namespaced_config_map(target_namespace, label_selector="batch=yes")
+    wait_for(
+        lambda: not api.list_namespaced_config_map(target_namespace, label_selector="batch=yes").items,
+        timeout=30,
+    )
+    assert api.read_namespaced_config_map("keep", target_namespace).metadata.name == "keep"
 
 
 def test_invalid_names_are_rejected(target_api: Any, target_namespace: str) -> None:

@@ -40,6 +40,25 @@ SERVER_MANAGED = (
     "selfLink",
     "managedFields",
 )
+OBJECT_META_FIELDS = frozenset(
+    {
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+    }
+)
 NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 VERSION_INFO = {
     "major": "1",
@@ -588,6 +607,8 @@ class ApiServer:
         obj["apiVersion"] = api_version
         obj["kind"] = target.rtype.kind
         meta = obj["metadata"]
+        for unknown in [k for k in meta if k not in OBJECT_META_FIELDS]:
+            del meta[unknown]  # ObjectMeta is a typed struct: unknown fields do not survive
         if target.rtype.namespaced:
             if meta.get("namespace") and target.namespace and meta["namespace"] != target.namespace:
                 raise errors.bad_request(
@@ -752,7 +773,9 @@ class ApiServer:
             warnings: list[str] = []
             current = self._get_existing(target)
             current_rv = current["metadata"]["resourceVersion"]
-            new = change(clone(current))
+            base = clone(current)
+            base["apiVersion"] = target.api_version
+            new = change(base)
             new = builtins.check_body_object(new)
             new = self._normalise_body(target, new)
             meta = new["metadata"]
