@@ -1252,6 +1252,28 @@ def test_services_dry_run_and_delete_collection(target_api: Any, target_namespac
     assert api.read_namespaced_config_map("keep", target_namespace).metadata.name == "keep"
 
 
+def test_unknown_fields_of_built_in_kinds_are_dropped(
+    kube_target: KubeTarget, target_api: Any, target_namespace: str
+) -> None:
+    body = {"metadata": {"name": "odd", "bogusMeta": 1}, "data": {"a": "b"}, "status": {"x": 1}}
+    response = raw_request(target_api, "POST", f"/api/v1/namespaces/{target_namespace}/configmaps", body=body)
+    assert response.status == 201, response.data
+    stored = core(target_api).read_namespaced_config_map("odd", target_namespace)
+    assert stored.data == {"a": "b"}
+    raw = raw_request(target_api, "GET", f"/api/v1/namespaces/{target_namespace}/configmaps/odd")
+    assert "status" not in raw.json() and "bogusMeta" not in raw.json()["metadata"]
+    if kube_target.is_emulator:
+        assert 'unknown field \\"status\\"' in response.headers.get("Warning", "")
+    strict = raw_request(
+        target_api,
+        "POST",
+        f"/api/v1/namespaces/{target_namespace}/configmaps",
+        query={"fieldValidation": "Strict"},
+        body={"metadata": {"name": "strict"}, "status": {"x": 1}},
+    )
+    assert strict.status == 400 and "unknown field" in strict.json()["message"]
+
+
 def test_invalid_names_are_rejected(target_api: Any, target_namespace: str) -> None:
     status = expect_error(
         422,

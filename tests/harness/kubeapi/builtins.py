@@ -42,6 +42,67 @@ LABEL_VALUE_MSG = (
 _SERVICE_IPS = iter(range(10, 65000))
 
 
+_COMMON_TOP = ("apiVersion", "kind", "metadata")
+TOP_LEVEL_FIELDS: dict[tuple[str, str], frozenset[str]] = {
+    key: frozenset((*_COMMON_TOP, *fields))
+    for key, fields in {
+        ("", "secrets"): ("data", "stringData", "type", "immutable"),
+        ("", "configmaps"): ("data", "binaryData", "immutable"),
+        ("", "namespaces"): ("spec", "status"),
+        ("", "pods"): ("spec", "status"),
+        ("", "services"): ("spec", "status"),
+        ("", "serviceaccounts"): ("secrets", "imagePullSecrets", "automountServiceAccountToken"),
+        ("", "events"): (
+            "involvedObject",
+            "reason",
+            "message",
+            "source",
+            "firstTimestamp",
+            "lastTimestamp",
+            "count",
+            "type",
+            "eventTime",
+            "series",
+            "action",
+            "related",
+            "reportingComponent",
+            "reportingInstance",
+        ),
+        ("events.k8s.io", "events"): (
+            "eventTime",
+            "series",
+            "reportingController",
+            "reportingInstance",
+            "action",
+            "reason",
+            "regarding",
+            "related",
+            "note",
+            "type",
+            "deprecatedSource",
+            "deprecatedFirstTimestamp",
+            "deprecatedLastTimestamp",
+            "deprecatedCount",
+        ),
+        ("coordination.k8s.io", "leases"): ("spec",),
+        ("apiextensions.k8s.io", "customresourcedefinitions"): ("spec", "status"),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): ("webhooks",),
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): ("webhooks",),
+    }.items()
+}
+
+
+def prune_top_level(rtype: ResourceType, obj: dict[str, Any]) -> list[str]:
+    """Drop the top-level fields a built-in kind does not have; returns their names."""
+    allowed = TOP_LEVEL_FIELDS.get(rtype.key) if rtype.builtin else None
+    if allowed is None:
+        return []
+    dropped = [key for key in obj if key not in allowed]
+    for key in dropped:
+        del obj[key]
+    return dropped
+
+
 def _is(rtype: ResourceType, group: str, plural: str) -> bool:
     return rtype.group == group and rtype.plural == plural
 

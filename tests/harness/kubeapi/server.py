@@ -521,9 +521,15 @@ class ApiServer:
             )
 
     def _shape_custom(self, target: Target, obj: Obj, warnings: list[str], strict: bool) -> None:
-        """Prune unknown fields and apply defaults (custom resources only)."""
+        """Prune unknown fields and apply defaults (for built-ins: unknown top-level fields)."""
         rtype = target.rtype
         if rtype.builtin:
+            dropped = builtins.prune_top_level(rtype, obj)
+            if dropped and strict:
+                raise errors.bad_request(
+                    "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in dropped)
+                )
+            warnings.extend(f'unknown field "{p}"' for p in dropped)
             return
         schema = rtype.schemas.get(target.version) or {}
         if not schema:
