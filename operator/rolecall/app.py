@@ -147,6 +147,7 @@ class App:
             metrics=self.metrics,
             limiter=limiter,
             executor=self.executor,
+            on_issued=self._trigger_dependents,
         )
         self.scheduler = Scheduler(self.reconciler.reconcile, self.clock, workers=self.settings.workers)
         self.scheduler.paused = not self.leader
@@ -330,6 +331,17 @@ class App:
             # status changed by someone else (or our write raced): rewrite the truth
             state.last_status = None
             self._trigger(key)
+
+    def _trigger_dependents(self, key: Key) -> None:
+        """New credentials for ``key``: bindings chained through it that wait for it go now."""
+        namespace, name = key
+        for other, body in self.cache.assumed_roles.items():
+            if other[0] != namespace or other == key:
+                continue
+            source = ((body.get("spec") or {}).get("source") or {}).get("assumedRoleRef") or {}
+            state = self.cache.states.get(other)
+            if source.get("name") == name and (state is None or state.attempt > 0 or not state.ready):
+                self._trigger(other)
 
     def on_secret(self, event: dict[str, Any]) -> None:
         body = event.get("object") or {}

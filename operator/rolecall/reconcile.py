@@ -97,6 +97,7 @@ class Reconciler:
         limiter: TokenBucket,
         executor: ThreadPoolExecutor,
         rng: Callable[[], float] = random.random,
+        on_issued: Callable[[Key], None] | None = None,
     ) -> None:
         self.settings = settings
         self.kube = kube
@@ -107,6 +108,7 @@ class Reconciler:
         self.limiter = limiter
         self.executor = executor
         self.rng = rng
+        self.on_issued = on_issued
         self._sts_slots = asyncio.Semaphore(max(1, settings.sts_concurrency))
 
     async def _io(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -305,6 +307,8 @@ class Reconciler:
                 seconds=schedule.backoff_seconds(state.attempt, self.rng())
             )
         state.attempt = 0
+        if self.on_issued is not None:
+            self.on_issued(key)
         fresh = schedule.Stored(digest, issued, creds.expiration)
         nxt = schedule.refresh_at(fresh, jitter_key)
         self._observe(key, creds.expiration)

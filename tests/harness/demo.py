@@ -68,7 +68,9 @@ def apply(api: kubernetes.client.ApiClient, doc: dict[str, Any]) -> None:
         elif kind == "AssumedRolePolicy":
             custom.create_cluster_custom_object("rolecall.dev", "v1alpha1", "assumedrolepolicies", doc)
         elif kind == "AssumedRole":
-            custom.create_namespaced_custom_object("rolecall.dev", "v1alpha1", doc["metadata"]["namespace"], "assumedroles", doc)
+            custom.create_namespaced_custom_object(
+                "rolecall.dev", "v1alpha1", doc["metadata"]["namespace"], "assumedroles", doc
+            )
     except ApiException as exc:
         if exc.status != 409:
             raise
@@ -157,15 +159,36 @@ def main() -> int:
         }
         log = open(DEMO_DIR / "operator.log", "w")  # noqa: SIM115
         operator = subprocess.Popen(
-            [sys.executable, "-m", "rolecall.cli", "run", "--kubeconfig", kubeconfig, "--ha", "none", "--health-port", "0", "--health-host", "127.0.0.1", "--namespace", NAMESPACE],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "rolecall.cli",
+                "run",
+                "--kubeconfig",
+                kubeconfig,
+                "--ha",
+                "none",
+                "--health-port",
+                "0",
+                "--health-host",
+                "127.0.0.1",
+                "--namespace",
+                NAMESPACE,
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         custom = kubernetes.client.CustomObjectsApi(api)
 
         def ready() -> dict[str, Any] | None:
             if operator.poll() is not None:
-                raise SystemExit(f"demo: the operator exited ({operator.returncode}); see {DEMO_DIR / 'operator.log'}")
-            body = custom.get_namespaced_custom_object("rolecall.dev", "v1alpha1", NAMESPACE, "assumedroles", "s3-reader")
+                raise SystemExit(
+                    f"demo: the operator exited ({operator.returncode}); see {DEMO_DIR / 'operator.log'}"
+                )
+            body = custom.get_namespaced_custom_object(
+                "rolecall.dev", "v1alpha1", NAMESPACE, "assumedroles", "s3-reader"
+            )
             for cond in (body.get("status") or {}).get("conditions") or []:
                 if cond["type"] == "Ready" and cond["status"] == "True":
                     return body  # type: ignore[no-any-return]
@@ -187,7 +210,14 @@ def main() -> int:
         print(f"  {mount}/config:")
         print("    " + data["config"].replace("\n", "\n    ").rstrip())
         cli_env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
-        cli_env.update({"AWS_CONFIG_FILE": str(mount / "config"), "AWS_SHARED_CREDENTIALS_FILE": str(DEMO_DIR / "none"), "AWS_ENDPOINT_URL_STS": proxy.url, "AWS_EC2_METADATA_DISABLED": "true"})
+        cli_env.update(
+            {
+                "AWS_CONFIG_FILE": str(mount / "config"),
+                "AWS_SHARED_CREDENTIALS_FILE": str(DEMO_DIR / "none"),
+                "AWS_ENDPOINT_URL_STS": proxy.url,
+                "AWS_EC2_METADATA_DISABLED": "true",
+            }
+        )
         cmd = [*aws_cli(), "sts", "get-caller-identity", "--output", "json"]
         print("  $ AWS_CONFIG_FILE=" + str(mount / "config") + " aws sts get-caller-identity")
         done = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=120)
