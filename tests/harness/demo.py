@@ -100,7 +100,7 @@ def write_mount(directory: Path, data: dict[str, str]) -> None:
 
 
 def aws_cli() -> list[str]:
-    from tests.harness.sdk_setup import ensure_awscli
+    from tests.harness.sdk import aws_cli as ensure_awscli
 
     return [str(ensure_awscli())]
 
