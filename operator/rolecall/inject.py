@@ -167,6 +167,14 @@ def pod_is_injected(pod: Mapping[str, Any]) -> bool:
     )
 
 
+def should_have_been_injected(pod: Mapping[str, Any]) -> bool:
+    """A running pod of a bound ServiceAccount that lacks rolecall (webhook down or bypassed)."""
+    phase = (pod.get("status") or {}).get("phase")
+    if phase in ("Succeeded", "Failed") or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return not _opted_out(_annotations(pod)) and not pod_is_injected(pod)
+
+
 def _opted_out(annotations: Mapping[str, Any]) -> bool:
     value = annotations.get(c.ANN_POD_INJECT)
     return isinstance(value, str) and value.strip().lower() == "false"

@@ -24,6 +24,7 @@ from rolecall import constants as c
 from rolecall.clock import Clock
 from rolecall.config import Settings
 from rolecall.constants import Reason
+from rolecall.inject import should_have_been_injected
 from rolecall.kube import AlreadyExists, Conflict, KubeAdapter, KubeError, NotFound
 from rolecall.metrics import Metrics
 from rolecall.model import (
@@ -55,6 +56,7 @@ class BindingState:
     written_rv: str = ""  # resourceVersion of the Secret as we last wrote it
     allowed: bool | None = None  # the last access decision
     ready: bool = False
+    uninjected: int | None = None  # pods of bound ServiceAccounts without rolecall, last count
 
 
 @dataclass
@@ -238,6 +240,8 @@ class Reconciler:
             state.attempt = 0
             nxt = schedule.refresh_at(stored, jitter_key)
             self._observe(key, stored.expiration)
+            if state.uninjected is None:
+                await self._check_pods(key, body, spec, state)
             await self._set_status(
                 key,
                 body,
@@ -309,6 +313,7 @@ class Reconciler:
         state.attempt = 0
         if self.on_issued is not None:
             self.on_issued(key)
+        await self._check_pods(key, body, spec, state)
         fresh = schedule.Stored(digest, issued, creds.expiration)
         nxt = schedule.refresh_at(fresh, jitter_key)
         self._observe(key, creds.expiration)
@@ -397,6 +402,52 @@ class Reconciler:
                 )
             return StaticKeys(creds.access_key_id, creds.secret_access_key, creds.session_token), label
         return None, "the operator's own AWS identity"
+
+    # --- pods the webhook missed ---------------------------------------------------------
+
+    async def _check_pods(
+        self, key: Key, body: dict[str, Any], spec: AssumedRoleSpec, state: BindingState
+    ) -> None:
+        """Count running pods of the bound ServiceAccounts that were not injected.
+
+        A webhook that is down (failurePolicy Ignore) lets pods start without credentials;
+        they would fall back to the node's identity. Checked when credentials are issued and
+        once per operator start, so it costs one LIST per subject per refresh, never a poll.
+        """
+        if not spec.subjects:
+            state.uninjected = 0
+            return
+        namespace, name = key
+        missed: list[str] = []
+        try:
+            for subject in spec.subjects:
+                pods = await self._io(self.kube.list_pods, namespace, subject.name)
+                missed.extend(
+                    p.get("metadata", {}).get("name", "") for p in pods if should_have_been_injected(p)
+                )
+        except KubeError as exc:
+            logger.info("Could not list pods for %s/%s: %s", namespace, name, exc.reason)
+            return
+        before, state.uninjected = state.uninjected, len(missed)
+        self.metrics.uninjected_pods.labels(namespace, name).set(len(missed))
+        if missed and not before:
+            shown = ", ".join(sorted(missed)[:5]) + (" ..." if len(missed) > 5 else "")
+            message = (
+                f"{len(missed)} running pod(s) of the bound ServiceAccounts were not injected with "
+                f"credentials ({shown}); they may be using the node's AWS identity. Was the rolecall "
+                f"webhook down when they started? Restart them to inject."
+            )
+            try:
+                await self._io(
+                    self.kube.create_event,
+                    body,
+                    reason="PodsNotInjected",
+                    message=message,
+                    type_="Warning",
+                    now=self.clock.now(),
+                )
+            except KubeError as exc:
+                logger.info("Could not post event PodsNotInjected: %s", exc.reason)
 
     # --- failure handling ---------------------------------------------------------------
 
@@ -487,6 +538,7 @@ class Reconciler:
             expiration=schedule.format_time(expiration),
             lastRefresh=schedule.format_time(issued),
             nextRefresh=schedule.format_time(next_refresh),
+            uninjectedPods=state.uninjected or None,
             conditions=[
                 render.condition(
                     c.COND_READY,

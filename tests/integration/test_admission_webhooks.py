@@ -123,3 +123,21 @@ def test_invalid_spec_is_rejected_with_the_field_named(
     with pytest.raises(ApiException) as info:
         k8s.create_ar(namespace, "bad", {"roleArn": ROLE, "sessionPolicy": "{nope"})
     assert "spec.sessionPolicy: invalid value '{nope': must be a JSON IAM policy document" in info.value.body
+
+
+def test_pods_started_while_the_webhook_was_down_are_reported(
+    k8s: K8s, namespace: str, policy: str, start_operator: Any, sts: STSFaultProxy
+) -> None:
+    # no webhook registered: the pod starts without credentials, as with failurePolicy Ignore
+    service_accounts(k8s, namespace, "app")
+    k8s.core.create_namespaced_pod(namespace, pod("missed"))
+    k8s.core.create_namespaced_pod(namespace, pod("opted-out", **{c.ANN_POD_INJECT: "false"}))
+    start_operator()
+    k8s.create_ar(namespace, "s3", {"roleArn": ROLE, "subjects": [{"kind": "ServiceAccount", "name": "app"}]})
+    body = wait_for(
+        lambda: (b := k8s.get_ar(namespace, "s3")) and (b.get("status") or {}).get("uninjectedPods") and b,
+        timeout=10,
+    )
+    assert body["status"]["uninjectedPods"] == 1
+    events = [e for e in k8s.events(namespace) if e.get("reason") == "PodsNotInjected"]
+    assert len(events) == 1 and "missed" in events[0]["message"] and "opted-out" not in events[0]["message"]
