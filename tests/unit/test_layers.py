@@ -1,0 +1,84 @@
+"""The layers of operator/rolecall, enforced: only adapters talk to AWS and Kubernetes, the
+pure decisions import no I/O and read no clock, nothing imports upward."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "rolecall"
+PURE = {"access", "schedule", "render", "model", "inject", "admission", "index", "constants"}
+ADAPTER_OF = {
+    "boto3": {"sts"},
+    "botocore": {"sts"},
+    "kubernetes": {"kube"},
+    "kopf": {"handlers", "app", "runtime"},
+}
+# who may import whom (everything else in the package is "below" these)
+UPPER = {
+    "handlers": 5,
+    "runtime": 6,
+    "cli": 7,
+    "app": 4,
+    "reconcile": 3,
+    "scheduler": 3,
+    "leader": 3,
+    "oneshot": 3,
+}
+
+
+def modules() -> dict[str, ast.Module]:
+    return {p.stem: ast.parse(p.read_text()) for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+
+
+def imports(tree: ast.Module) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            if node.module == "rolecall":
+                found.update(f"rolecall.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("library", sorted(ADAPTER_OF))
+def test_only_the_adapters_import_io_libraries(library: str) -> None:
+    users = {
+        name
+        for name, tree in modules().items()
+        if any(i == library or i.startswith(library + ".") for i in imports(tree))
+    }
+    assert users <= ADAPTER_OF[library], f"{library} imported by {sorted(users - ADAPTER_OF[library])}"
+
+
+@pytest.mark.parametrize("name", sorted(PURE))
+def test_pure_modules_import_no_io_and_read_no_clock(name: str) -> None:
+    tree = modules()[name]
+    own = {i.split(".")[1] for i in imports(tree) if i.startswith("rolecall.")}
+    assert own <= PURE, f"{name} imports {sorted(own - PURE)}"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ("now", "utcnow", "time", "monotonic", "today"):
+            base = node.value
+            base_name = base.id if isinstance(base, ast.Name) else getattr(base, "attr", "")
+            assert base_name not in ("datetime", "time", "date"), (
+                f"{name} reads the clock ({base_name}.{node.attr})"
+            )
+
+
+def test_nothing_imports_upward() -> None:
+    for name, tree in modules().items():
+        level = UPPER.get(name, 0)
+        for target in {i.split(".")[1] for i in imports(tree) if i.startswith("rolecall.")}:
+            assert UPPER.get(target, 0) < level or target == name or UPPER.get(target, 0) == 0, (
+                f"{name} imports {target}, which is above it"
+            )
+
+
+def test_operator_folder_has_no_init() -> None:
+    assert not (PACKAGE.parent / "__init__.py").exists(), (
+        "operator/__init__.py would shadow the stdlib module `operator`"
+    )
