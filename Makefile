@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test unit integration e2e demo lint bench clean
+.PHONY: venv test unit integration e2e demo lint bench manifests verify clean
 
 venv: $(STAMP)
 
@@ -30,9 +30,17 @@ demo: venv
 	$(PY) -m tests.harness.demo
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests scripts bench
+	$(VENV)/bin/ruff format --check operator tests scripts bench
 	$(VENV)/bin/mypy
+
+# regenerate the chart's CRD copies, deploy/manifests and the values table in docs/install.md
+manifests: venv
+	$(PY) scripts/render-manifests.py
+
+# fail when a generated file is stale (also checked by the test suite)
+verify: venv
+	$(PY) scripts/render-manifests.py --check
 
 bench: venv
 	$(PY) -m bench.run $(BENCH_ARGS)
