@@ -66,6 +66,7 @@ def review_pod(
     sidecar_image: str,
     sidecar_port: int = c.SIDECAR_PORT,
     native_sidecars: bool = True,
+    sidecar_resources: Mapping[str, Any] | None = None,
 ) -> PodReview:
     plan = plan_injection(
         pod,
@@ -75,6 +76,7 @@ def review_pod(
         sidecar_image=sidecar_image,
         sidecar_port=sidecar_port,
         native_sidecars=native_sidecars,
+        sidecar_resources=sidecar_resources,
     )
     return PodReview(
         patch=plan.patch if plan.inject else [],

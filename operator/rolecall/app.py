@@ -260,6 +260,7 @@ class App:
             sidecar_image=self.settings.sidecar_image,
             sidecar_port=self.settings.sidecar_port,
             native_sidecars=self.native_sidecars,
+            sidecar_resources=self.settings.sidecar_resources,
         )
         warnings.extend(review.warnings)
         if review.patch:

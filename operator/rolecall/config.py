@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
+from typing import Any
+
+
+def _env_json(name: str) -> dict[str, Any] | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: invalid value {value[:60]!r}: must be a JSON object ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{name}: invalid value {value[:60]!r}: must be a JSON object")
+    return parsed
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -38,6 +53,10 @@ class Settings:
     default_injection_mode: str = "sidecar"
     sidecar_image: str = "ghcr.io/rolecall/rolecall:0.1.0"
     sidecar_port: int = 9911
+    # the sidecar's resources (JSON), e.g. from the Helm value sidecar.resources
+    sidecar_resources: dict[str, Any] | None = field(
+        default_factory=lambda: _env_json("ROLECALL_SIDECAR_RESOURCES")
+    )
     uninjected_check_seconds: float = 300.0
     # endpoints
     health_host: str = "0.0.0.0"

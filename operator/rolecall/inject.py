@@ -305,7 +305,9 @@ def _mount(mount_path: str) -> dict[str, Any]:
 
 # Options as ``--name=value`` single tokens: they survive any re-ordering by an argument
 # forwarder (the first cli.py's argparse REMAINDER split ``--dir`` from its value).
-def _sidecar_container(*, image: str, mount_path: str, port: int, native: bool) -> dict[str, Any]:
+def _sidecar_container(
+    *, image: str, mount_path: str, port: int, native: bool, resources: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": SIDECAR_NAME,
         "image": image,
@@ -332,7 +334,7 @@ def _sidecar_container(*, image: str, mount_path: str, port: int, native: bool) 
                 "timeoutSeconds": 5,
                 "failureThreshold": STARTUP_PROBE_FAILURES,
             },
-            "resources": {k: dict(v) for k, v in SIDECAR_RESOURCES.items()},
+            "resources": {k: dict(v) for k, v in (resources or SIDECAR_RESOURCES).items()},
             "securityContext": {
                 k: (dict(v) if isinstance(v, dict) else v) for k, v in SIDECAR_SECURITY_CONTEXT.items()
             },
@@ -378,6 +380,7 @@ def plan_injection(
     sidecar_image: str,
     sidecar_port: int = c.SIDECAR_PORT,
     native_sidecars: bool = True,
+    sidecar_resources: Mapping[str, Any] | None = None,
 ) -> InjectionPlan:
     """Decide whether and how to wire AWS credentials into a pod being created."""
     annotations = _annotations(pod)
@@ -500,7 +503,11 @@ def plan_injection(
 
     if sidecar:
         container = _sidecar_container(
-            image=sidecar_image, mount_path=mount_path, port=sidecar_port, native=native
+            image=sidecar_image,
+            mount_path=mount_path,
+            port=sidecar_port,
+            native=native,
+            resources=sidecar_resources,
         )
         # after the env/mount ops above, which address init containers by their old index
         if native:

@@ -658,3 +658,12 @@ def test_a_suspended_assumed_role_still_injects_but_warns() -> None:
     assert p.inject
     [warning] = p.warnings
     assert "suspended" in warning and "'s3'" in warning
+
+
+def test_sidecar_resources_come_from_the_operator_settings() -> None:
+    resources = {"requests": {"cpu": "5m", "memory": "16Mi"}, "limits": {"memory": "48Mi"}}
+    p = plan_injection(realistic_pod(), NS, ONE, sidecar_image=IMAGE, sidecar_port=PORT, sidecar_resources=resources)
+    pod = apply(realistic_pod(), p)
+    sidecar = next(ct for ct in pod["spec"]["initContainers"] if ct.get("restartPolicy") == "Always")
+    assert sidecar["resources"] == resources
+    validate(pod)
