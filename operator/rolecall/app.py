@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from rolecall import admission, tls
+from rolecall import admission, render, tls
 from rolecall import constants as c
 from rolecall.clock import Clock, SystemClock
 from rolecall.config import Settings
@@ -169,7 +169,7 @@ class App:
             await self._serve_health()
 
     async def cleanup(self) -> None:
-        for task in self._background:
+        for task in list(self._background):
             task.cancel()
         if self.elector is not None:
             await asyncio.get_running_loop().run_in_executor(self.executor, self.elector.release)
@@ -357,20 +357,44 @@ class App:
         if event.get("type") == "DELETED" or state is None or state.written_rv != meta.get("resourceVersion"):
             self._trigger(key)
 
-    def _store_policy(self, body: dict[str, Any]) -> None:
+    def _store_policy(self, body: dict[str, Any]) -> tuple[bool, str]:
         name = body.get("metadata", {}).get("name", "")
         try:
             self.cache.policies[name] = parse_policy(name, body.get("spec"))
         except SpecError as exc:
             self.cache.policies.pop(name, None)
             logger.warning("AssumedRolePolicy %s is invalid and admits nothing: %s", name, exc)
+            return False, f"invalid, admits nothing: {exc}"
+        return True, "the policy is in force"
+
+    async def _policy_status(self, body: dict[str, Any], valid: bool, message: str) -> None:
+        """Show on the policy whether it is in force (only the acting replica writes)."""
+        current = render.find_condition((body.get("status") or {}).get("conditions"), "Valid")
+        wanted = "True" if valid else "False"
+        if not self.leader or (
+            current and current.get("status") == wanted and current.get("message") == message
+        ):
+            return
+        cond = render.condition(
+            "Valid", valid, "Valid" if valid else "InvalidSpec", message, self.clock.now(), None, None
+        )
+        name = body.get("metadata", {}).get("name", "")
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.kube.patch_policy_status, name, {"conditions": [cond]}
+            )
+        except KubeError as exc:
+            logger.info("Could not update the status of AssumedRolePolicy %s: %s", name, exc.reason)
 
     def on_policy(self, event: dict[str, Any]) -> None:
         body = event.get("object") or {}
         if event.get("type") == "DELETED":
             self.cache.policies.pop(body.get("metadata", {}).get("name", ""), None)
         else:
-            self._store_policy(body)
+            valid, message = self._store_policy(body)
+            task = asyncio.get_running_loop().create_task(self._policy_status(body, valid, message))
+            self._background.append(task)
+            task.add_done_callback(self._background.remove)
         self._reevaluate_access(None)
 
     def on_namespace(self, event: dict[str, Any]) -> None:

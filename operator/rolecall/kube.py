@@ -198,6 +198,14 @@ class KubeAdapter:
             content_type="application/merge-patch+json",
         )
 
+    def patch_policy_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return self.request(
+            "PATCH",
+            f"/apis/{c.API_VERSION}/{c.PLURAL_POLICY}/{name}/status",
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
     # --- events and pods ---------------------------------------------------------------
 
     def create_event(

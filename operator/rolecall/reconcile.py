@@ -316,6 +316,14 @@ class Reconciler:
         await self._check_pods(key, body, spec, state)
         fresh = schedule.Stored(digest, issued, creds.expiration)
         nxt = schedule.refresh_at(fresh, jitter_key)
+        logger.info(
+            "Issued credentials for %s into Secret %s/%s: valid until %s, next refresh at %s",
+            spec.role_arn,
+            namespace,
+            spec.secret_name,
+            schedule.format_time(creds.expiration),
+            schedule.format_time(nxt),
+        )
         self._observe(key, creds.expiration)
         await self._set_status(
             key,

@@ -242,3 +242,32 @@ def test_secret_values_never_reach_status_events_or_logs(
     for value in material:
         assert value not in text
         assert base64.b64encode(value.encode()).decode() not in text
+
+
+def test_policy_status_says_whether_it_is_in_force(k8s: K8s, namespace: str, start_operator: Any) -> None:
+    start_operator()
+    good, bad = f"good-{namespace}", f"bad-{namespace}"
+    k8s.create_policy(good, {"namespaces": [namespace], "roleArns": [ROLE]})
+    k8s.create_policy(
+        bad,
+        {"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In"}]}, "roleArns": [ROLE]},
+    )
+    try:
+
+        def valid(name: str) -> dict[str, Any] | None:
+            body = k8s.custom.get_cluster_custom_object(
+                "rolecall.dev", "v1alpha1", "assumedrolepolicies", name
+            )
+            conds = (body.get("status") or {}).get("conditions") or []
+            return conds[0] if conds else None
+
+        assert wait_for(lambda: valid(good), timeout=10)["status"] == "True"
+        got = wait_for(lambda: valid(bad), timeout=10)
+        assert got["status"] == "False"
+        assert (
+            "spec.namespaceSelector.matchExpressions[0].values" in got["message"]
+            and "must be non-empty for operator In" in got["message"]
+        )
+    finally:
+        k8s.delete_policy(good)
+        k8s.delete_policy(bad)
