@@ -26,7 +26,7 @@ import pytest
 from rolecall import constants as c
 from rolecall.schedule import format_time
 from tests.harness.k8s import K8s
-from tests.harness.operator_fixtures import ROLE_PREFIX
+from tests.harness.operator_fixtures import ROLE_PREFIX, secret_material
 from tests.harness.sts import STSFaultProxy
 from tests.harness.wait import wait_for
 
@@ -86,10 +86,12 @@ def replicas(
         return replica
 
     yield start
+    material = secret_material(k8s, namespace)
     for replica in started:
         replica.stop()
     logs = "\n".join((tmp_path / f"{r.name}.log").read_text() for r in started)
     assert "Traceback" not in logs, logs[-3000:]
+    assert material and not any(value in logs for value in material), "secret material in the operators' logs"
 
 
 def lease_holder(k8s: K8s, namespace: str) -> str | None:
