@@ -76,7 +76,7 @@ class Replica:
 
 @pytest.fixture
 def replicas(
-    kubeconfig_path: Path, namespace: str, aws_env: dict[str, str], tmp_path: Path, crds: None
+    kubeconfig_path: Path, namespace: str, aws_env: dict[str, str], tmp_path: Path, crds: None, k8s: K8s
 ) -> Iterator[Any]:
     started: list[Replica] = []
 
