@@ -73,6 +73,8 @@ class App:
         settings.watching.client_timeout = 660
         settings.networking.request_timeout = 30
         settings.scanning.disabled = True
+        # server-side filtering: the operator never streams the cluster's other Secrets
+        settings.watching.label_selectors["v1", "secrets"] = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
         if self.settings.webhook_enabled:
             self._configure_webhooks(settings)
         await self.startup()
