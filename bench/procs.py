@@ -39,6 +39,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy since boot (all cores; /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
 def memory_mib(pid: int) -> dict[str, float]:
     """VmRSS (now) and VmHWM (peak) in MiB."""
     out = {"rss_mib": float("nan"), "peak_rss_mib": float("nan")}
@@ -166,3 +173,51 @@ def http_text(url: str, timeout: float = 5.0) -> str | None:
             return str(response.read().decode())
     except (urllib.error.URLError, OSError):
         return None
+
+
+class Profiler:
+    """``py-spy record`` attached to a process for one phase (``--profile``; needs py-spy).
+
+    Writes collapsed stacks (flamegraph input) to ``out``; :func:`top_frames` summarises them.
+    """
+
+    def __init__(self, pid: int, out: Path, rate: int = 100) -> None:
+        self.out = out
+        exe = Path(PYTHON).with_name("py-spy")
+        argv = [str(exe if exe.exists() else "py-spy"), "record", "--pid", str(pid), "--rate", str(rate)]
+        argv += ["--format", "raw", "--gil", "--nonblocking", "-o", str(out)]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> Path:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        return self.out
+
+
+def top_frames(collapsed: Path, limit: int = 15) -> dict[str, Any]:
+    """Share of samples per function, inclusive (anywhere on the stack) and exclusive (leaf)."""
+    inclusive: dict[str, int] = {}
+    exclusive: dict[str, int] = {}
+    total = 0
+    try:
+        lines = collapsed.read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [re.sub(r" \((.*/)?([^/]+):\d+\)$", r" (\2)", f) for f in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        exclusive[frames[-1]] = exclusive.get(frames[-1], 0) + count
+
+    def top(d: dict[str, int]) -> list[tuple[str, float]]:
+        return [(k, round(100 * v / total, 1)) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:limit]]
+
+    return {"samples": total, "inclusive_pct": top(inclusive), "exclusive_pct": top(exclusive)}

@@ -16,11 +16,26 @@ def _target(value: Any, op: str, limit: float, unit: str = "") -> dict[str, Any]
     return {"value": value, "target": f"{op} {limit:g}{unit}".replace("== ", "= "), "met": met}
 
 
+def _ours(cpu: dict[str, float]) -> float:
+    """CPU seconds of the processes that do the work (operator or baseline, emulator, STS)."""
+    return sum(v for k, v in cpu.items() if k not in ("others", "wall_s", "driver"))
+
+
+def _busy_share(cpu: dict[str, float], nproc: int) -> float:
+    """Share of the machine's CPU used by processes outside the benchmark during a phase."""
+    return round(cpu.get("others", 0.0) / max(1e-9, cpu.get("wall_s", 0.0) * nproc), 3)
+
+
 def build(
     s: Any, settings: dict[str, Any], r: dict[str, Any], machine: dict[str, Any], stamp: str, total_s: float
 ) -> dict[str, Any]:
     cold, base = r["cold_start"], r["baseline"]
     overhead = round(cold["time_s"] / base["time_s"], 2)
+    cpu_overhead = round(_ours(cold["cpu_s"]) / _ours(base["cpu_s"]), 2)
+    nproc = int(machine.get("affinity") or machine.get("nproc") or 1)
+    contention = {
+        k: _busy_share(r[k]["cpu_s"], nproc) for k in ("baseline", "cold_start", "refresh", "restart")
+    }
     peak = max(
         v
         for v in (
@@ -45,6 +60,7 @@ def build(
     return {
         "n": s.n,
         "overhead_ratio": overhead,
+        "cpu_overhead_ratio": cpu_overhead,
         "cold_start_s": cold["time_s"],
         "baseline_s": base["time_s"],
         "cold_start_sts_calls": cold["sts_calls"],
@@ -63,6 +79,7 @@ def build(
         "sidecar_p99_ms": r["sidecar"]["p99_ms"],
         "targets": targets,
         "machine": machine,
+        "foreign_cpu_share": contention,
         "settings": settings,
         "run": {"started": stamp, "total_s": round(total_s, 1)},
         "phases": r,
@@ -199,6 +216,15 @@ def markdown(d: dict[str, Any]) -> str:
         f"- cold start: {_cpu(cold['cpu_s'])}",
         f"- refresh round: {_cpu(refresh['cpu_s'])}",
         f"- restart: {_cpu(restart['cpu_s'])}",
+        "",
+        "`others` is CPU used by processes outside the benchmark (a shared machine): "
+        + ", ".join(f"{k} {v:.0%}" for k, v in d["foreign_cpu_share"].items())
+        + " of the machine"
+        + (
+            " — **the machine was busy; times are inflated, compare CPU seconds**."
+            if max(d["foreign_cpu_share"].values()) > 0.1
+            else "."
+        ),
         "",
         f"Baseline API requests: {_verbs(base['api_requests'])}; its peak RSS {base['peak_rss_mib']} MiB; "
         f"inside the script: {base['inner']}.",

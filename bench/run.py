@@ -35,13 +35,16 @@ from bench.kube import POLICY, Kube, ar_path, is_ready
 from bench.procs import (
     PYTHON,
     ROOT,
+    Profiler,
     children,
     cpu_seconds,
     free_port,
     http_json,
     http_text,
     machine,
+    machine_busy_seconds,
     spawn,
+    top_frames,
 )
 
 OUT = ROOT / "bench" / "out"
@@ -68,6 +71,7 @@ class Settings:
     apply_samples: int = 50
     sidecar_requests: int = 500
     timeout_s: float = 600.0
+    profile: bool = False
 
 
 # --------------------------------------------------------------------------- environment
@@ -140,15 +144,23 @@ class STS:
 
 
 class CPU:
-    """CPU seconds of every process of the benchmark over one phase."""
+    """CPU seconds of every process of the benchmark over one phase, and of everything else.
+
+    ``others`` is the machine's busy time minus ours: processes that are not part of the
+    benchmark (other users' tests on a shared machine) competing for the same cores."""
 
     def __init__(self, procs: dict[str, int | None]) -> None:
         self.procs = {k: v for k, v in procs.items() if v}
+        self.procs["driver"] = os.getpid()
         self.wall0 = time.monotonic()
+        self.machine0 = machine_busy_seconds()
         self.start = {k: cpu_seconds(pid) for k, pid in self.procs.items()}
 
-    def done(self) -> dict[str, float]:
+    def done(self, **extra: float) -> dict[str, float]:
+        """``extra``: CPU seconds of processes that lived only inside the phase."""
         out = {k: round(cpu_seconds(pid) - self.start[k], 2) for k, pid in self.procs.items()}
+        out.update({k: round(v, 2) for k, v in extra.items()})
+        out["others"] = round(max(0.0, machine_busy_seconds() - self.machine0 - sum(out.values())), 2)
         out["wall_s"] = round(time.monotonic() - self.wall0, 2)
         return out
 
@@ -345,8 +357,7 @@ def phase_baseline(s: Settings, sts: STS, logs: Path) -> dict[str, Any]:
         if child.process.returncode != 0:
             raise RuntimeError(f"the baseline failed:\n{child.log_text()[-3000:]}")
         inner = json.loads(child.log_text().strip().splitlines()[-1])
-        phases = cpu.done()
-        phases["baseline"] = round(usage.ru_utime + usage.ru_stime, 2)
+        phases = cpu.done(baseline=usage.ru_utime + usage.ru_stime)
         result = {
             "time_s": round(elapsed, 2),
             "inner": inner,
@@ -362,22 +373,47 @@ def phase_baseline(s: Settings, sts: STS, logs: Path) -> dict[str, Any]:
 
 
 def wait_all_ready(
-    s: Settings, op: Operator, emulator: Emulator, what: str, generation: int | None = None
+    s: Settings,
+    op: Operator,
+    emulator: Emulator,
+    before: tuple[dict[str, int], dict[str, int]],
+    what: str,
+    generation: int | None = None,
 ) -> float:
-    """Poll /metrics until N are ready, then confirm with a LIST; returns the monotonic time."""
+    """Wait until the operator has made N status PATCHes since ``before`` (one per binding;
+    read from the emulator's counters, which costs the operator nothing), then confirm with
+    a LIST that all N are Ready; returns the monotonic time of the confirmation.
+
+    /metrics is not polled: rendering its per-binding series costs the operator CPU."""
     deadline = time.monotonic() + s.timeout_s
     last_print = 0.0
     while time.monotonic() < deadline:
         op.check()
-        m = op.metrics()
-        ready = int(m.get("true", 0))
-        if time.monotonic() - last_print > 2:
-            say(f"  {what}: {ready}/{s.n} ready (operator)")
+        if op.healthy_after is None and http_text(f"http://127.0.0.1:{op.port}/healthz", 1) is not None:
+            op.healthy_after = time.monotonic() - op.child.started
+        patched = emulator.operator_requests(before).get("patch", 0)
+        if time.monotonic() - last_print > 3:
+            say(f"  {what}: {patched}/{s.n} status writes")
             last_print = time.monotonic()
-        if ready >= s.n and count_ready(emulator.kube, generation) >= s.n:
+        if patched >= s.n and count_ready(emulator.kube, generation) >= s.n:
             return time.monotonic()
-        time.sleep(0.2)
+        time.sleep(0.1 if patched < s.n else 0.25)
     raise RuntimeError(f"{what}: not all Ready within {s.timeout_s}s")
+
+
+def scrape_cost(op: Operator, times: int = 5) -> dict[str, Any]:
+    """What one Prometheus scrape of /metrics costs with N bindings (median of a few)."""
+    durations, size = [], 0
+    for _ in range(times):
+        t0 = time.monotonic()
+        text = http_text(f"http://127.0.0.1:{op.port}/metrics", timeout=30) or ""
+        durations.append(time.monotonic() - t0)
+        size = len(text)
+    return {
+        "ms": round(statistics.median(durations) * 1000, 1),
+        "bytes": size,
+        "series": sum(1 for line in text.splitlines() if line and not line.startswith("#")),
+    }
 
 
 def phase_cold_start(
@@ -388,10 +424,10 @@ def phase_cold_start(
     cpu = CPU({"emulator": emulator.child.pid, "sts_proxy": sts.child.pid, "moto": sts.moto_pid})
     say(f"cold start: operator with {s.n} AssumedRoles and no Secrets")
     op = Operator("operator", s, emulator, sts, logs)
-    done = wait_all_ready(s, op, emulator, "cold start")
+    profiler = Profiler(op.child.pid, logs / "profile-cold-start.txt") if s.profile else None
+    done = wait_all_ready(s, op, emulator, before, "cold start")
     elapsed = done - op.child.started
-    phases = cpu.done()
-    phases["operator"] = round(op.child.cpu(), 2)
+    phases = cpu.done(operator=op.child.cpu())
     result = {
         "time_s": round(elapsed, 2),
         "metrics_up_s": round(op.healthy_after or float("nan"), 2),
@@ -401,6 +437,9 @@ def phase_cold_start(
         "operator_cpu_ms_per_binding": round(phases["operator"] / s.n * 1000, 2),
         **op.child.memory(),
     }
+    if profiler is not None:
+        result["profile"] = top_frames(profiler.stop())
+    result["metrics_scrape"] = scrape_cost(op)
     say(f"cold start: {elapsed:.2f}s ({s.n / elapsed:.0f}/s), {result['sts_calls']} STS calls")
     return op, result
 
@@ -424,13 +463,14 @@ def phase_idle(s: Settings, op: Operator, emulator: Emulator, sts: STS) -> dict[
     return result
 
 
-def phase_refresh(s: Settings, op: Operator, emulator: Emulator, sts: STS) -> dict[str, Any]:
+def phase_refresh(s: Settings, op: Operator, emulator: Emulator, sts: STS, logs: Path) -> dict[str, Any]:
     say(f"refresh round: a spec change (session tag) on each of the {s.n} bindings")
     sts.control.clear()
     items = [ar for ar in list_ars(emulator.kube) if ar["metadata"]["namespace"] != "bench-apply"]
     before = emulator.snapshot()
     cpu = CPU({"emulator": emulator.child.pid, "sts_proxy": sts.child.pid, "moto": sts.moto_pid})
     cpu0 = op.child.cpu()
+    profiler = Profiler(op.child.pid, logs / "profile-refresh.txt") if s.profile else None
     t0 = time.monotonic()
 
     def touch(ar: dict[str, Any]) -> None:
@@ -445,26 +485,11 @@ def phase_refresh(s: Settings, op: Operator, emulator: Emulator, sts: STS) -> di
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(touch, items))
     patched = time.monotonic() - t0
-    deadline = time.monotonic() + s.timeout_s
-    last_print = 0.0
-    while sts.total() < s.n:
-        op.check()
-        if time.monotonic() > deadline:
-            raise RuntimeError("refresh round: not every binding re-assumed in time")
-        if time.monotonic() - last_print > 2:
-            say(f"  refresh round: {sts.total()}/{s.n} re-assumed")
-            last_print = time.monotonic()
-        time.sleep(0.2)
-    while count_ready(emulator.kube, generation=2) < s.n:
-        if time.monotonic() > deadline:
-            raise RuntimeError("refresh round: statuses never caught up")
-        time.sleep(0.2)
-    done = time.monotonic()
+    done = wait_all_ready(s, op, emulator, before, "refresh round", generation=2)
     wait_quiet(emulator, 2.0, 120)
     requests = emulator.operator_requests(before)
     sts_calls = sts.calls()
-    phases = cpu.done()
-    phases["operator"] = round(op.child.cpu() - cpu0, 2)
+    phases = cpu.done(operator=op.child.cpu() - cpu0)
     writes = sum(requests.get(v, 0) for v in WRITES)
     result = {
         "time_s": round(done - t0, 2),
@@ -477,6 +502,8 @@ def phase_refresh(s: Settings, op: Operator, emulator: Emulator, sts: STS) -> di
         "cpu_s": phases,
         "operator_cpu_ms_per_refresh": round(phases["operator"] / s.n * 1000, 2),
     }
+    if profiler is not None:
+        result["profile"] = top_frames(profiler.stop())
     say(
         f"refresh round: {result['time_s']}s, {result['api_writes_per_refresh']} API writes and "
         f"{result['sts_calls_per_refresh']} STS calls per binding"
@@ -521,6 +548,7 @@ def phase_restart(
     before = emulator.snapshot()
     cpu = CPU({"emulator": emulator.child.pid, "sts_proxy": sts.child.pid, "moto": sts.moto_pid})
     op2 = Operator("operator-restarted", s, emulator, sts, logs)
+    profiler = Profiler(op2.child.pid, logs / "profile-restart.txt") if s.profile else None
     deadline = time.monotonic() + s.timeout_s
     last_print = 0.0
     while True:
@@ -533,13 +561,12 @@ def phase_restart(
         if time.monotonic() - last_print > 2:
             say(f"  restart: {int(m.get('true', 0))}/{s.n} scheduled")
             last_print = time.monotonic()
-        time.sleep(0.1)
+        time.sleep(0.5)  # rendering /metrics costs the operator ~N series
     scheduled = time.monotonic() - op2.child.started
     last_change = wait_quiet(emulator, 2.0, s.timeout_s)
     idle = max(last_change - op2.child.started, scheduled)
     requests = emulator.operator_requests(before)
-    phases = cpu.done()
-    phases["operator"] = round(op2.child.cpu(), 2)
+    phases = cpu.done(operator=op2.child.cpu())
     result = {
         "stop_s": round(stop_s, 2),
         "all_scheduled_s": round(scheduled, 2),
@@ -550,6 +577,8 @@ def phase_restart(
         "cpu_s": phases,
         **op2.child.memory(),
     }
+    if profiler is not None:
+        result["profile"] = top_frames(profiler.stop())
     say(
         f"restart: all scheduled after {scheduled:.2f}s, idle after {idle:.2f}s, "
         f"{result['sts_calls']} STS calls, {result['api_writes']} API writes"
@@ -679,7 +708,7 @@ def run(s: Settings, logs: Path) -> dict[str, Any]:
         results["populate_s"] = round(populate(s, emulator.kube), 2)
         operator, results["cold_start"] = phase_cold_start(s, emulator, sts, logs)
         results["idle"] = phase_idle(s, operator, emulator, sts)
-        results["refresh"] = phase_refresh(s, operator, emulator, sts)
+        results["refresh"] = phase_refresh(s, operator, emulator, sts, logs)
         results["schedule"] = schedule_figures(s, emulator)
         results["peak_rss_first_operator_mib"] = operator.child.memory()["peak_rss_mib"]
         operator, results["restart"] = phase_restart(s, operator, emulator, sts, logs)
@@ -707,6 +736,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-window", type=float, default=10.0, help="seconds (default 10)")
     parser.add_argument("--apply-samples", type=int, default=None, help="default 50 (100 with --large)")
     parser.add_argument("--out", default=str(OUT))
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the operator (pip install py-spy into .venv)"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     n = args.n or (10_000 if args.large else 1_000)
@@ -719,6 +751,7 @@ def main(argv: list[str] | None = None) -> int:
         idle_window_s=args.idle_window,
         apply_samples=args.apply_samples or (100 if args.large else 50),
         timeout_s=600.0 if n <= 2000 else 3600.0,
+        profile=args.profile,
     )
     out = Path(args.out)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
