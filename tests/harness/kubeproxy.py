@@ -115,7 +115,9 @@ class Rule:
       that many events (lines) or seconds: by closing the connection mid-stream, or with
       ``graceful=True`` by ending the chunked body as a server-side watch timeout does;
     - ``forward=True`` with ``status`` or ``drop``: the request reaches the server first and
-      only the answer is replaced (the write happened; the client does not know).
+      only the answer is replaced (the write happened; the client does not know);
+    - ``hold``: forward, and hold the server's answer that many seconds before passing it on
+      (the write and its watch event happen before the client hears back).
     """
 
     method: str | None = None
@@ -129,6 +131,7 @@ class Rule:
     cut_after_seconds: float | None = None
     graceful: bool = False
     delay: float | None = None
+    hold: float | None = None
     nth: int | None = None
     times: int | None = 1
     id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -145,8 +148,8 @@ class Rule:
         )
         if effects > 1:
             raise ValueError("a Rule answers a status, drops, or cuts a stream: one of them")
-        if effects == 0 and self.delay is None:
-            raise ValueError("a Rule needs status=..., drop=True, cut_after_...=... or delay=...")
+        if effects == 0 and self.delay is None and self.hold is None:
+            raise ValueError("a Rule needs status=..., drop=True, cut_after_...=..., delay=... or hold=...")
         if self.forward and self.status is None and not self.drop:
             raise ValueError("forward=True replaces the answer: give status=... or drop=True")
         if self.nth is not None and self.nth < 1:
@@ -175,7 +178,7 @@ class Rule:
             return "drop"
         if self.cut_after_events is not None or self.cut_after_seconds is not None:
             return "cut"
-        return "delay"
+        return "hold" if self.hold is not None else "delay"
 
 
 @dataclasses.dataclass
@@ -615,6 +618,8 @@ class KubeFaultProxy:
                     return False
         status_line, resp_headers = answer
         status = int(status_line.split(" ", 2)[1])
+        if rule is not None and rule.hold:
+            await asyncio.sleep(rule.hold)
         chunked = (_header(resp_headers, "transfer-encoding") or "").lower() == "chunked"
         length_text = _header(resp_headers, "content-length")
         up_close = (_header(resp_headers, "connection") or "").lower() == "close"
@@ -812,3 +817,92 @@ def per_window(times: Iterable[float], window: float) -> int:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
+
+
+# --------------------------------------------------------------------------------------------
+# stepping an in-process operator through simulated time (shared by the reliability tests)
+
+
+def scheduler_idle(op: Any, clock: Any) -> bool:
+    """Nothing is running and nothing is due at the FakeClock's present."""
+    scheduler = op.app.scheduler
+    now = clock.now().timestamp()
+
+    def check() -> bool:
+        return not scheduler._running and all(when > now for when, _ in scheduler._due.values())
+
+    return bool(op.call(check))
+
+
+def settle(op: Any, clock: Any, timeout: float = 20.0) -> None:
+    """Wait (real time) until the operator did everything due at the clock's present."""
+    deadline = time.monotonic() + timeout
+    while not scheduler_idle(op, clock):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the operator did not settle within {timeout}s")
+        time.sleep(0.005)
+
+
+class Timeline:
+    """Samples of a counter against simulated time, for 'calls per simulated minute'."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, int]] = []  # (simulated seconds since start, count)
+
+    def add(self, sim_seconds: float, count: int) -> None:
+        self.samples.append((sim_seconds, count))
+
+    def event_times(self) -> list[float]:
+        """The simulated time at which each counted event was first seen."""
+        times: list[float] = []
+        previous = self.samples[0][1] if self.samples else 0
+        for at, count in self.samples[1:]:
+            times.extend([at] * (count - previous))
+            previous = count
+        return times
+
+    def steps_per_minute(self) -> list[int]:
+        """Samples (clock steps) in each simulated minute after which the count had grown."""
+        if not self.samples:
+            return []
+        minutes = [0] * (int(self.samples[-1][0] // 60) + 1)
+        for (_, before), (at, after) in zip(self.samples, self.samples[1:], strict=False):
+            if after > before:
+                minutes[min(int(at // 60), len(minutes) - 1)] += 1
+        return minutes
+
+    def per_minute(self) -> list[int]:
+        """Events in each simulated minute [0,60), [60,120), ..."""
+        if not self.samples:
+            return []
+        end = self.samples[-1][0]
+        minutes = [0] * (int(end // 60) + 1)
+        for at in self.event_times():
+            minutes[min(int(at // 60), len(minutes) - 1)] += 1
+        return minutes
+
+
+def step_through(
+    op: Any,
+    clock: Any,
+    seconds: float,
+    *,
+    step: float,
+    sample: Any = None,
+    timeline: Timeline | None = None,
+    offset: float = 0.0,
+) -> float:
+    """Move the FakeClock ``seconds`` forward in ``step`` s steps, settling after each.
+
+    ``sample()`` (a count) is recorded in ``timeline`` at the simulated time ``offset + t``.
+    Returns the new offset.
+    """
+    moved = 0.0
+    while moved < seconds - 1e-9:
+        delta = min(step, seconds - moved)
+        clock.advance(delta)
+        moved += delta
+        settle(op, clock)
+        if timeline is not None and sample is not None:
+            timeline.add(offset + moved, sample())
+    return offset + moved
