@@ -357,6 +357,8 @@ class App:
             return
         state = self.cache.states.get(key)
         if event.get("type") == "DELETED" or state is None or state.written_rv != meta.get("resourceVersion"):
+            if state is not None:
+                state.secret = None  # changed by someone else: read it afresh
             self._trigger(key)
 
     def _store_policy(self, body: dict[str, Any]) -> tuple[bool, str]:

@@ -54,6 +54,7 @@ class BindingState:
     attempt: int = 0  # consecutive failed attempts
     last_status: dict[str, Any] | None = None  # the status last written by us
     written_rv: str = ""  # resourceVersion of the Secret as we last wrote it
+    secret: dict[str, Any] | None = None  # that Secret, while nobody else has changed it
     allowed: bool | None = None  # the last access decision
     ready: bool = False
     uninjected: int | None = None  # pods of bound ServiceAccounts without rolecall, last count
@@ -194,7 +195,9 @@ class Reconciler:
         )
         digest = spec_hash(request, spec.source)
 
-        secret = await self._io(self.kube.get_secret, namespace, spec.secret_name)
+        secret = state.secret
+        if secret is None or secret.get("metadata", {}).get("name") != spec.secret_name:
+            secret = await self._io(self.kube.get_secret, namespace, spec.secret_name)
         if secret is not None and not render.owned_by(secret, body):
             state.attempt += 1
             msg = (
@@ -313,7 +316,6 @@ class Reconciler:
         state.attempt = 0
         if self.on_issued is not None:
             self.on_issued(key)
-        await self._check_pods(key, body, spec, state)
         fresh = schedule.Stored(digest, issued, creds.expiration)
         nxt = schedule.refresh_at(fresh, jitter_key)
         logger.info(
@@ -341,6 +343,22 @@ class Reconciler:
                 generation,
             ),
         )
+        # off the critical path: the Secret and the status are out, now look for missed pods
+        before = state.uninjected
+        await self._check_pods(key, body, spec, state)
+        if state.uninjected != before:
+            status = self._ready_status(
+                body,
+                state,
+                spec,
+                request.session_name,
+                issued,
+                creds.expiration,
+                nxt,
+                self.clock.now(),
+                generation,
+            )
+            await self._set_status(key, body, state, status)
         return nxt
 
     # --- decisions --------------------------------------------------------------------
@@ -742,8 +760,12 @@ class Reconciler:
         else:  # pragma: no cover - the loop always breaks or raises
             raise KubeError(409, "Conflict", "could not write the Secret")
         state.written_rv = str(written.get("metadata", {}).get("resourceVersion", ""))
+        state.secret = written
 
     async def _delete_managed_secret(self, namespace: str, secret_name: str, owner: dict[str, Any]) -> None:
+        state = self.cache.states.get((namespace, owner["metadata"]["name"]))
+        if state is not None:
+            state.secret = None
         secret = await self._io(self.kube.get_secret, namespace, secret_name)
         if secret is not None and render.owned_by(secret, owner):
             await self._io(self.kube.delete_secret, namespace, secret_name, secret["metadata"].get("uid"))
