@@ -465,7 +465,7 @@ class KubeFaultProxy:
         for r in records:
             if method is not None and not re.fullmatch(method, r.method):
                 continue
-            if path is not None and not re.search(path, f"{r.path}?{r.query}"):
+            if path is not None and not re.search(path, f"{r.path}?{r.query}" if r.query else r.path):
                 continue
             if since is not None and r.time < since:
                 continue
