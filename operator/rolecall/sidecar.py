@@ -30,16 +30,16 @@ import json
 import logging
 import signal
 import socket
+import socketserver
 import sys
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Protocol
 
 DEFAULT_DIR = "/var/run/secrets/rolecall.dev/aws"
 DEFAULT_HOST = "127.0.0.1"
@@ -252,56 +252,80 @@ def _printable(text: str, limit: int = 200) -> str:
     return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
-class _Handler(BaseHTTPRequestHandler):
+MAX_LINE = 8192
+MAX_HEADERS = 100
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    """A minimal HTTP/1.0 server side: one request per connection.
+
+    Not ``http.server``: importing it (email, html, mimetypes …) alone costs ~8 MiB of RSS in
+    every pod; the sidecar needs a request line, two headers and a JSON answer.
+    """
+
     server: SidecarServer
-    server_version = "rolecall-sidecar"
-    sys_version = ""
-    protocol_version = "HTTP/1.0"  # one request per connection: no stale keep-alive races
-    default_request_version = "HTTP/1.0"  # answer malformed requests with a status line
     timeout = 10  # a client that sends nothing is dropped after this
 
-    def _dispatch(self) -> None:
-        response = respond(self.server.source, self.command, self.path, self.headers.get("Authorization"))
-        body = json.dumps(response.body).encode()
-        self.send_response(response.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in response.headers:
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+    def handle(self) -> None:
+        try:
+            status, method, path, body, headers, head = self._answer()
+            level = logging.DEBUG if path in HEALTH_PATHS else logging.INFO
+            log.log(level, "%s %s %s", _printable(method, 16), _printable(path), status)
+            if status:
+                self._write(status, body, headers, head=head)
+        except (OSError, ValueError):
+            return
 
-    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
+    def _answer(self) -> tuple[int, str, str, dict[str, str], tuple[tuple[str, str], ...], bool]:
+        """Read one request; (status, method, path, body, extra headers, is HEAD); 0: no request."""
+        request_line = self.rfile.readline(MAX_LINE + 1)
+        if not request_line:
+            return 0, "-", "-", {}, (), False
+        if len(request_line) > MAX_LINE:
+            return 414, "-", "-", _malformed(414), (), False
+        parts = request_line.decode("latin-1").rstrip("\r\n").split()
+        if len(parts) != 3 or parts[2] not in ("HTTP/1.0", "HTTP/1.1"):
+            return 400, "-", "-", _malformed(400), (), False
+        method, target = parts[0], parts[1]
+        path = urllib.parse.urlsplit(target).path or "-"
+        headers: dict[str, str] = {}
+        for _ in range(MAX_HEADERS + 1):
+            line = self.rfile.readline(MAX_LINE + 1)
+            if line in (b"\r\n", b"\n", b""):
+                break
+            if len(line) > MAX_LINE:
+                return 431, method, path, _malformed(431), (), False
+            name, sep, value = line.decode("latin-1").partition(":")
+            if not sep:
+                return 400, method, path, _malformed(400), (), False
+            headers[name.strip().lower()] = value.strip()
+        else:
+            return 431, method, path, _malformed(431), (), False
+        response = respond(self.server.source, method, target, headers.get("authorization"))
+        return response.status, method, path, response.body, response.headers, method == "HEAD"
 
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Malformed requests: a JSON error that does not echo the request back."""
-        self.close_connection = True
-        status = HTTPStatus(code)
-        code_name = status.phrase.replace(" ", "").replace("-", "")
-        body = json.dumps({"Code": code_name, "Message": status.phrase}).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if getattr(self, "command", None) != "HEAD":
-            self.wfile.write(body)
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        path = urllib.parse.urlsplit(getattr(self, "path", "") or "").path or "-"
-        level = logging.DEBUG if path in HEALTH_PATHS else logging.INFO
-        method = getattr(self, "command", None) or "-"
-        log.log(level, "%s %s %s", _printable(method, 16), _printable(path), _printable(str(code)))
-
-    def log_error(self, format: str, *args: Any) -> None:
-        pass  # send_error's text may echo the raw request line; log_request logs the status
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    def _write(
+        self, status: int, body: dict[str, str], headers: tuple[tuple[str, str], ...], *, head: bool
+    ) -> None:
+        payload = json.dumps(body).encode()
+        lines = [
+            f"HTTP/1.0 {status} {HTTPStatus(status).phrase}",
+            "Server: rolecall-sidecar",
+            "Content-Type: application/json",
+            f"Content-Length: {len(payload)}",
+            "Connection: close",
+            *(f"{name}: {value}" for name, value in headers),
+        ]
+        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else payload))
 
 
-class SidecarServer(ThreadingHTTPServer):
+def _malformed(code: int) -> dict[str, str]:
+    """Malformed requests: a JSON error that does not echo the request back."""
+    phrase = HTTPStatus(code).phrase
+    return {"Code": phrase.replace(" ", "").replace("-", ""), "Message": phrase}
+
+
+class SidecarServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
