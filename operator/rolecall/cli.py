@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
-import signal
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rolecall.config import Settings
 
 from rolecall import __version__
-from rolecall.config import Settings, _env_bool
 
 
 def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from rolecall.config import Settings, _env_bool
+
     defaults = Settings()
     p = sub.add_parser("run", help="run the operator")
     p.add_argument(
@@ -135,6 +137,8 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    from rolecall.config import Settings
+
     return Settings(
         namespaces=tuple(args.namespace),
         kubeconfig=args.kubeconfig,
@@ -169,17 +173,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
     from rolecall.app import App
     from rolecall.runtime import run_operator
 
     settings = settings_from_args(args)
-    logging.basicConfig(
-        level=logging.DEBUG if settings.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not settings.verbose:
-        logging.getLogger("kopf").setLevel(logging.WARNING)
-        logging.getLogger("botocore").setLevel(logging.WARNING)
+    from rolecall import logs
+
+    logs.setup(settings.verbose)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -57,6 +57,7 @@ class Replica:
                 str(LEASE_SECONDS),
                 "--health-port",
                 "-1",
+                "--verbose",  # the most talkative setting: still no secret may reach the log
             ],
             env={**os.environ, **env, "POD_NAME": name},
             stdout=self.log,
