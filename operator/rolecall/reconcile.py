@@ -146,42 +146,15 @@ class Reconciler:
             return None
 
         if spec.suspend:
-            await self._delete_managed_secret(namespace, spec.secret_name, body)
-            await self._set_status(
-                key,
-                body,
-                state,
-                self._plain_status(
-                    body,
-                    state,
-                    spec,
-                    False,
-                    Reason.SUSPENDED,
-                    "spec.suspend is true: credentials are not refreshed and the Secret is removed",
-                    now,
-                    generation,
-                ),
-            )
+            message = "spec.suspend is true: credentials are not refreshed and the Secret is removed"
+            await self._withdraw(key, body, state, spec, Reason.SUSPENDED, message, now, generation)
             return None
 
         decision = self.decide_access(namespace, spec)
         state.allowed = decision.allowed
         if not decision.allowed:
-            await self._delete_managed_secret(namespace, spec.secret_name, body)
-            await self._set_status(
-                key,
-                body,
-                state,
-                self._plain_status(
-                    body,
-                    state,
-                    spec,
-                    False,
-                    Reason.NOT_PERMITTED,
-                    decision.message,
-                    now,
-                    generation,
-                ),
+            await self._withdraw(
+                key, body, state, spec, Reason.NOT_PERMITTED, decision.message, now, generation
             )
             return None
 
@@ -360,6 +333,22 @@ class Reconciler:
             )
             await self._set_status(key, body, state, status)
         return nxt
+
+    async def _withdraw(
+        self,
+        key: Key,
+        body: dict[str, Any],
+        state: BindingState,
+        spec: AssumedRoleSpec,
+        reason: Reason,
+        message: str,
+        now: datetime.datetime,
+        generation: int | None,
+    ) -> None:
+        """No credentials for this binding (suspended, not permitted): remove them, say why."""
+        await self._delete_managed_secret(key[0], spec.secret_name, body)
+        status = self._plain_status(body, state, spec, False, reason, message, now, generation)
+        await self._set_status(key, body, state, status)
 
     # --- decisions --------------------------------------------------------------------
 
