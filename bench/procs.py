@@ -87,6 +87,22 @@ def machine() -> dict[str, Any]:
     }
 
 
+def git_revision() -> dict[str, Any]:
+    """The commit measured, and whether the operator's code differed from it."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short=12", "HEAD"),
+        "operator_modified": bool(git("status", "--porcelain", "--", "operator")),
+    }
+
+
 @dataclass
 class Child:
     """A child process whose output goes to a log file."""

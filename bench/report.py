@@ -198,7 +198,9 @@ def markdown(d: dict[str, Any]) -> str:
         ),
     ]
     lines = [
-        f"# rolecall benchmark, N = {n} ({d['run']['started']})",
+        f"# rolecall benchmark, N = {n} ({d['run']['started']}, commit {d['run'].get('commit', '?')}"
+        + (", operator modified" if d["run"].get("operator_modified") else "")
+        + ")",
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory']}, Python {m['python']}. "
         f"Settings: STS rate {s['sts_rate']:g}/s burst {s['sts_burst']}, workers {s['workers']}, "

@@ -39,6 +39,7 @@ from bench.procs import (
     children,
     cpu_seconds,
     free_port,
+    git_revision,
     http_json,
     http_text,
     machine,
@@ -756,8 +757,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     logs = out / f"logs-{stamp}"
+    revision = git_revision()  # before the run: the operator processes load this code
     results = run(s, logs)
     document = report.build(s, asdict(s), results, machine(), stamp, time.monotonic() - T_START)
+    document["run"].update(revision)
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(document, indent=2)
     markdown = report.markdown(document)
