@@ -1,4 +1,29 @@
-"""A Kubernetes API server emulator for tests: see ``KubeAPIEmulator``."""
+"""A Kubernetes API server emulator for tests: see :class:`KubeAPIEmulator`.
+
+    emulator = KubeAPIEmulator().start()          # aiohttp on 127.0.0.1, own thread and loop
+    kubeconfig = emulator.write_kubeconfig(path)  # http server, token user
+    ...
+    emulator.stop()
+
+or as a process: ``python -m tests.harness.kubeapi --port 0 --kubeconfig PATH [--crds DIR]``.
+
+What it does, like a real API server (pinned by tests/integration/test_kubeapi_contract.py):
+discovery; built-in v1 namespaces/secrets/configmaps/pods/serviceaccounts/services/events,
+events.k8s.io events, leases, CRDs and webhook configurations; server-managed metadata
+(uid, one global resourceVersion, generation, generateName, stringData); GET/LIST (limit and
+continue)/WATCH (resume from a bounded history, 410 Gone, bookmarks, timeoutSeconds);
+label and field selectors; POST/PUT/PATCH (merge, JSON with test ops, strategic merge for
+built-ins, server-side apply as a plain merge)/DELETE; Status errors; status subresources;
+finalizers; garbage collection by ownerReferences (Background/Foreground/Orphan); namespace
+and CRD termination; CRD schemas (pruning, defaults, validation, CEL rules through
+``cel-python`` when installed); mutating and validating admission webhooks over HTTPS.
+
+Known differences from a real server: no RBAC (a wrong token gets 401, no token is
+"system:anonymous"); no protobuf (kubectl can read, apply CRDs and custom resources, and
+create built-ins with ``apply --server-side``; it needs ``--validate=false``: no /openapi);
+no conversion webhooks or scale subresource; pods are never scheduled; built-in kinds are
+validated only where tests need it (names, labels, ownerReferences, pods, webhooks, CRDs).
+"""
 
 from .emulator import DEFAULT_TOKEN, DEFAULT_USER, KubeAPIEmulator, read_crd_manifests
 from .errors import ApiError

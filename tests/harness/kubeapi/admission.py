@@ -166,7 +166,9 @@ class Admission:
                 f"{service.get('port', 443)}{service.get('path', '')}"
             )
         if self.session is None:
-            self.session = aiohttp.ClientSession()
+            # One connection per call: no idle keep-alive connections to webhook servers that
+            # stop (an in-process kopf would otherwise leave unclosed transports behind).
+            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
         timeout = aiohttp.ClientTimeout(total=float(hook.get("timeoutSeconds") or 10))
         ssl_context: ssl.SSLContext | bool = False
         if url.startswith("https://"):
