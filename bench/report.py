@@ -96,6 +96,12 @@ def _cpu(cpu: dict[str, float]) -> str:
     return ", ".join(parts) + (f" (wall {wall:.1f})" if wall else "")
 
 
+def _scrape(m: dict[str, Any] | None) -> str:
+    if not m:
+        return "—"
+    return f"{m['ms']:.0f} ms, {m['bytes'] / 1024:.0f} KiB, {m['series']} series"
+
+
 def markdown(d: dict[str, Any]) -> str:
     p, t, m, s = d["phases"], d["targets"], d["machine"], d["settings"]
     cold, base, refresh, restart, idle = p["cold_start"], p["baseline"], p["refresh"], p["restart"], p["idle"]
@@ -121,11 +127,18 @@ def markdown(d: dict[str, Any]) -> str:
             "",
         ),
         (
-            "overhead_ratio",
+            "overhead_ratio (cold start / baseline, wall time)",
             f"{d['overhead_ratio']:.2f}",
             t["overhead_ratio"]["target"],
             mark("overhead_ratio"),
         ),
+        (
+            "CPU ratio (operator + emulator + STS, vs the baseline's)",
+            f"{d['cpu_overhead_ratio']:.2f}",
+            "",
+            "",
+        ),
+        ("metrics scrape (/metrics)", _scrape(cold.get("metrics_scrape")), "", ""),
         ("cold start STS calls", f"{cold['sts_calls']}", f"= {n}", ""),
         ("cold start API requests", _verbs(cold["api_requests"]), "", ""),
         (
