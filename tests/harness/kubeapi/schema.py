@@ -143,6 +143,44 @@ def apply_defaults(value: Any, schema: dict[str, Any]) -> None:
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
+_PATTERNS: dict[str, re.Pattern[str] | None] = {}
+
+
+def go_pattern(pattern: str) -> re.Pattern[str] | None:
+    """Compile a schema ``pattern`` with Go RE2's meaning where Python's differs.
+
+    ``\\w``, ``\\d``, ``\\s`` are ASCII-only and ``$`` matches only at the very end (Python's
+    would also match before a trailing newline). ``None`` if Python cannot compile it.
+    """
+    if pattern in _PATTERNS:
+        return _PATTERNS[pattern]
+    out: list[str] = []
+    escaped = in_class = False
+    for ch in pattern:
+        if escaped:
+            out.append("Z" if ch == "z" else ch)
+            escaped = False
+        elif ch == "\\":
+            out.append(ch)
+            escaped = True
+        elif ch == "[" and not in_class:
+            in_class = True
+            out.append(ch)
+        elif ch == "]" and in_class:
+            in_class = False
+            out.append(ch)
+        elif ch == "$" and not in_class:
+            out.append("\\Z")
+        else:
+            out.append(ch)
+    try:
+        compiled: re.Pattern[str] | None = re.compile("".join(out), re.ASCII)
+    except re.error:
+        compiled = None
+    _PATTERNS[pattern] = compiled
+    return compiled
+
+
 def _check_format(fmt: str, value: Any) -> bool:
     if not isinstance(value, str):
         if fmt == "int32" and isinstance(value, int):
@@ -388,10 +426,8 @@ class Validator:
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             errors.append(FieldError.too_long(path, schema["maxLength"]))
         if "pattern" in schema:
-            try:
-                matched = re.search(schema["pattern"], value) is not None
-            except re.error:
-                matched = True
+            compiled = go_pattern(schema["pattern"])
+            matched = compiled is None or compiled.search(value) is not None
             if not matched:
                 errors.append(
                     FieldError.invalid(path, value, f"{where} in body should match '{schema['pattern']}'")
