@@ -1075,6 +1075,10 @@ def test_schema_validation_names_each_field(target_api: Any, target_namespace: s
     assert [c["field"] for c in status["details"]["causes"]] == ["spec.size"]
     assert status["details"]["causes"][0]["message"] == "Required value"
 
+    # Patterns have RE2's meaning: "$" is the very end, not "before a trailing newline".
+    status = expect_error(422, create_widget, target_api, target_namespace, widget("nl", code="abc\n"))
+    assert [c["field"] for c in status["details"]["causes"]] == ["spec.code"]
+
     ok = create_widget(target_api, target_namespace, widget("ok", port="http", ratio=0.5))
     assert ok["spec"]["port"] == "http"
     status = expect_error(
