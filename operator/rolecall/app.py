@@ -349,7 +349,14 @@ class App:
     def on_secret(self, event: dict[str, Any]) -> None:
         body = event.get("object") or {}
         meta = body.get("metadata", {})
-        owner = (meta.get("labels") or {}).get(c.LABEL_ASSUMED_ROLE)
+        owner = (meta.get("labels") or {}).get(c.LABEL_ASSUMED_ROLE) or next(
+            (
+                ref.get("name")
+                for ref in meta.get("ownerReferences") or []
+                if ref.get("kind") == c.KIND_ASSUMED_ROLE
+            ),
+            None,
+        )
         if not owner:
             return
         key = (meta.get("namespace", ""), owner)

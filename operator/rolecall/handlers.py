@@ -30,7 +30,9 @@ def register(registry: kopf.OperatorRegistry, *, webhooks: bool = False) -> None
     async def assumedrole_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
         memo.app.on_assumed_role(dict(event))
 
-    @kopf.on.event("", "v1", "secrets", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY}, registry=registry)
+    # the watch is filtered server-side (app.startup_kopf): no client-side label filter here,
+    # or the DELETED event of a Secret whose label was removed by hand would be dropped
+    @kopf.on.event("", "v1", "secrets", registry=registry)
     async def secret_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
         memo.app.on_secret(dict(event))
 

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 import kubernetes.client
 import kubernetes.config
+import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
 from rolecall import constants as c
@@ -131,8 +132,8 @@ class KubeAdapter:
             raw = response.read()  # type: ignore[no-untyped-call]
         except ApiException as exc:  # raised by the REST layer for transport-level errors
             raise KubeError(exc.status or 0, exc.reason or "Error", str(exc.body or "")[:500]) from None
-        except OSError as exc:
-            raise KubeError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from None
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            raise KubeError(0, "Unreachable", f"{type(exc).__name__}") from None
         status = response.status
         try:
             payload = json.loads(raw) if raw else {}

@@ -55,6 +55,8 @@ class BindingState:
     last_status: dict[str, Any] | None = None  # the status last written by us
     written_rv: str = ""  # resourceVersion of the Secret as we last wrote it
     secret: dict[str, Any] | None = None  # that Secret, while nobody else has changed it
+    # what the Secret must hold (issued by this process): restores hand edits and failed writes
+    written: tuple[schedule.Stored, Credentials, str] | None = None
     allowed: bool | None = None  # the last access decision
     ready: bool = False
     uninjected: int | None = None  # pods of bound ServiceAccounts without rolecall, last count
@@ -121,7 +123,30 @@ class Reconciler:
     # --- the entry point ------------------------------------------------------------
 
     async def reconcile(self, key: Key) -> datetime.datetime | None:
-        """Bring one binding to its desired state; return when to look at it again."""
+        """Bring one binding to its desired state; return when to look at it again.
+
+        A Kubernetes API failure anywhere (unreachable, 5xx, conflicts that outlived their
+        retries) backs off like an STS failure: nothing written so far is undone.
+        """
+        try:
+            return await self._reconcile(key)
+        except KubeError as exc:
+            state = self.cache.state(key)
+            state.attempt += 1
+            state.secret = None  # read it afresh next time
+            delay = schedule.backoff_seconds(state.attempt, self.rng())
+            logger.warning(
+                "Kubernetes API failure for %s/%s (attempt %d, retry in %.0fs): %s %s",
+                key[0],
+                key[1],
+                state.attempt,
+                delay,
+                exc.status,
+                exc.reason,
+            )
+            return self.clock.now() + datetime.timedelta(seconds=delay)
+
+    async def _reconcile(self, key: Key) -> datetime.datetime | None:
         body = self.cache.assumed_roles.get(key)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             self.cache.states.pop(key, None)
@@ -189,6 +214,9 @@ class Reconciler:
             )
 
         stored, stored_creds, token = render.read_stored(secret)
+        if state.written is not None:
+            # this process wrote the Secret: trust what it wrote, not what the Secret now says
+            stored, stored_creds, token = state.written
         token = token if len(token) >= 32 else pysecrets.token_urlsafe(32)
         jitter_key = f"{namespace}/{name}"
         region = request.region
@@ -206,9 +234,9 @@ class Reconciler:
                 region=region,
                 token=token,
             )
-            if secret is not None and self._secret_differs(secret, desired):
+            if secret is None or self._secret_differs(secret, desired):
                 logger.info(
-                    "Restoring managed Secret %s/%s (changed outside rolecall)",
+                    "Restoring managed Secret %s/%s (deleted or changed outside rolecall)",
                     namespace,
                     spec.secret_name,
                 )
@@ -277,11 +305,14 @@ class Reconciler:
             region=region,
             token=token,
         )
+        # kept in memory first: if the write fails, the retry writes these, without STS
+        state.written = (schedule.Stored(digest, issued, creds.expiration), creds, token)
         try:
             await self._write_secret(key, state, desired, secret)
         except KubeError as exc:
-            # the new credentials are lost, the old ones stay: retry soon, with backoff
+            # the old credentials stay in the Secret; retry the write soon, with backoff
             state.attempt += 1
+            state.secret = None
             logger.warning("Writing Secret %s/%s failed: %s", namespace, spec.secret_name, exc.reason)
             return self.clock.now() + datetime.timedelta(
                 seconds=schedule.backoff_seconds(state.attempt, self.rng())
@@ -645,6 +676,8 @@ class Reconciler:
         if _clean(current) == _clean(status):
             return
         namespace, name = key
+        # remembered before the PATCH: its own watch event may arrive before the PATCH returns
+        state.last_status = _clean(status)
         try:
             await self._io(self.kube.patch_assumed_role_status, namespace, name, status)
         except NotFound:
@@ -653,7 +686,6 @@ class Reconciler:
             logger.warning("Status update for %s/%s failed: %s", namespace, name, exc.reason)
             state.last_status = None
             raise
-        state.last_status = _clean(status)
         await self._events_for_transition(body, current.get("conditions") or [], status["conditions"])
 
     async def _events_for_transition(
@@ -711,11 +743,10 @@ class Reconciler:
         self, key: Key, state: BindingState, desired: dict[str, Any], current: dict[str, Any] | None
     ) -> None:
         """Create or replace the managed Secret, keeping foreign labels/annotations."""
-        body = dict(desired)
         for attempt in range(3):
             if current is None:
                 try:
-                    written = await self._io(self.kube.create_secret, body)
+                    written = await self._io(self.kube.create_secret, desired)
                     break
                 except AlreadyExists:
                     current = await self._io(
@@ -755,6 +786,7 @@ class Reconciler:
         state = self.cache.states.get((namespace, owner["metadata"]["name"]))
         if state is not None:
             state.secret = None
+            state.written = None  # withdrawn or suspended: never restore these credentials
         secret = await self._io(self.kube.get_secret, namespace, secret_name)
         if secret is not None and render.owned_by(secret, owner):
             await self._io(self.kube.delete_secret, namespace, secret_name, secret["metadata"].get("uid"))
