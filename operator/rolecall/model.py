@@ -246,7 +246,7 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
     role_arn = col.string(spec, "roleArn", "spec.roleArn")
     if "roleArn" not in spec or spec.get("roleArn") in (None, ""):
         col.add("spec.roleArn", _MISSING, "an IAM role ARN such as arn:aws:iam::123456789012:role/NAME")
-    elif role_arn and (len(role_arn) > 2048 or not ARN_ROLE_RE.match(role_arn)):
+    elif role_arn and (len(role_arn) > 2048 or not ARN_ROLE_RE.fullmatch(role_arn)):
         col.add(
             "spec.roleArn",
             role_arn,
@@ -265,7 +265,7 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
             col.add(f"{path}.kind", kind, "must be ServiceAccount")
         if not isinstance(sname, str) or not sname:
             col.add(f"{path}.name", sname if sname is not None else _MISSING, "a ServiceAccount name")
-        elif len(sname) > 253 or not DNS_SUBDOMAIN_RE.match(sname):
+        elif len(sname) > 253 or not DNS_SUBDOMAIN_RE.fullmatch(sname):
             col.add(f"{path}.name", sname, "must be a DNS subdomain name (lower case, 1-253 characters)")
         sns = raw.get("namespace")
         if sns not in (None, "", namespace):
@@ -278,7 +278,7 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
             subjects.append(Subject("ServiceAccount", sname))
 
     session_name = col.string(spec, "sessionName", "spec.sessionName")
-    if session_name and not SESSION_NAME_RE.match(session_name):
+    if session_name and not SESSION_NAME_RE.fullmatch(session_name):
         col.add("spec.sessionName", session_name, r"must be 2-64 characters of [A-Za-z0-9_+=,.@-]")
 
     duration = col.integer(spec, "durationSeconds", "spec.durationSeconds", c.DEFAULT_DURATION_SECONDS)
@@ -290,11 +290,11 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
         )
 
     region = col.string(spec, "region", "spec.region")
-    if region and not REGION_RE.match(region):
+    if region and not REGION_RE.fullmatch(region):
         col.add("spec.region", region, "must be an AWS region name such as us-east-1")
 
     external_id = col.string(spec, "externalId", "spec.externalId")
-    if external_id and not EXTERNAL_ID_RE.match(external_id):
+    if external_id and not EXTERNAL_ID_RE.fullmatch(external_id):
         col.add("spec.externalId", external_id, r"must be 2-1224 characters of [A-Za-z0-9_+=,.@:/-]")
 
     session_policy = col.string(spec, "sessionPolicy", "spec.sessionPolicy")
@@ -310,7 +310,7 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
             f"must have at most {MAX_POLICY_ARNS} items",
         )
     for i, arn in enumerate(raw_arns):
-        if not isinstance(arn, str) or not ARN_POLICY_RE.match(arn):
+        if not isinstance(arn, str) or not ARN_POLICY_RE.fullmatch(arn):
             col.add(
                 f"spec.policyArns[{i}]",
                 arn,
@@ -325,7 +325,7 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
     seen: set[str] = set()
     for key, value in raw_tags.items():
         path = f"spec.sessionTags[{key!r}]" if isinstance(key, str) else "spec.sessionTags"
-        if not isinstance(key, str) or not TAG_KEY_RE.match(key):
+        if not isinstance(key, str) or not TAG_KEY_RE.fullmatch(key):
             col.add(
                 path,
                 key,
@@ -346,7 +346,7 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
             col.add(path, key, "tag keys must be unique, ignoring case")
             continue
         seen.add(key.lower())
-        if not isinstance(value, str) or not TAG_VALUE_RE.match(value):
+        if not isinstance(value, str) or not TAG_VALUE_RE.fullmatch(value):
             col.add(
                 path,
                 value,
@@ -371,7 +371,7 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
 
     source_identity = col.string(spec, "sourceIdentity", "spec.sourceIdentity")
     if source_identity and (
-        not SOURCE_IDENTITY_RE.match(source_identity) or source_identity.lower().startswith("aws:")
+        not SOURCE_IDENTITY_RE.fullmatch(source_identity) or source_identity.lower().startswith("aws:")
     ):
         col.add(
             "spec.sourceIdentity",
@@ -396,7 +396,7 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
             col.add(path, ref, "must be an object with a name")
             continue
         rname = ref.get("name")
-        if not isinstance(rname, str) or not DNS_SUBDOMAIN_RE.match(rname) or len(rname) > 253:
+        if not isinstance(rname, str) or not DNS_SUBDOMAIN_RE.fullmatch(rname) or len(rname) > 253:
             col.add(
                 f"{path}.name",
                 rname if rname is not None else _MISSING,
@@ -424,7 +424,7 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
                 )
 
     secret_name = col.string(spec, "secretName", "spec.secretName") or name
-    if len(secret_name) > 253 or not DNS_SUBDOMAIN_RE.match(secret_name):
+    if len(secret_name) > 253 or not DNS_SUBDOMAIN_RE.fullmatch(secret_name):
         col.add(
             "spec.secretName",
             secret_name,
@@ -432,7 +432,7 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
         )
 
     profile = col.string(spec, "profile", "spec.profile", c.DEFAULT_PROFILE) or c.DEFAULT_PROFILE
-    if not PROFILE_RE.match(profile):
+    if not PROFILE_RE.fullmatch(profile):
         col.add("spec.profile", profile, r"must be 1-64 characters of [A-Za-z0-9_+.@-]")
 
     mount_path = col.string(spec, "mountPath", "spec.mountPath", c.DEFAULT_MOUNT_PATH) or c.DEFAULT_MOUNT_PATH
