@@ -162,24 +162,19 @@ def ready_names(k8s: K8s, namespace: str) -> set[str]:
     }
 
 
-def test_sigkill_between_sts_call_and_secret_write(
-    operators: Any, k8s: K8s, namespace: str, policy: str, sts: STSFaultProxy
-) -> None:
-    role = ROLE_PREFIX + "team-kill"
-    a = operators()
-    k8s.create_ar(namespace, "s3", {"roleArn": role})
-    wait_for(lambda: "s3" in ready_names(k8s, namespace), timeout=30, message="never Ready")
-    # make the refresh due: the stored credentials were issued 40 minutes ago and expire in 20
-    secret = k8s.secret(namespace, "s3")
+def make_refresh_due(k8s: K8s, namespace: str, name: str) -> dict[str, Any]:
+    """Back-date the stored credentials: issued 40 minutes ago, expiring in 20 (refresh due).
+
+    Done while no operator runs: a running one remembers what it issued and would restore
+    the Secret. Returns the edited Secret.
+    """
+    secret = k8s.secret(namespace, name)
     assert secret is not None
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     doc = json.loads(base64.b64decode(secret["data"][c.KEY_CREDENTIALS_JSON]))
     doc["Expiration"] = format_time(now + datetime.timedelta(minutes=20))
-    # the AssumeRole answer is held 3 s: the kill lands after the call, before the write
-    held = sts.add_fault(Fault(slow=3, action="AssumeRole", role_arn=role, times=1))
-    sts.clear()
     k8s.core.patch_namespaced_secret(
-        "s3",
+        name,
         namespace,
         {
             "metadata": {
@@ -194,8 +189,24 @@ def test_sigkill_between_sts_call_and_secret_write(
             },
         },
     )
-    before = k8s.secret(namespace, "s3")
-    assert before is not None
+    edited = k8s.secret(namespace, name)
+    assert edited is not None
+    return edited
+
+
+def test_sigkill_between_sts_call_and_secret_write(
+    operators: Any, k8s: K8s, namespace: str, policy: str, sts: STSFaultProxy
+) -> None:
+    role = ROLE_PREFIX + "team-kill"
+    first = operators()
+    k8s.create_ar(namespace, "s3", {"roleArn": role})
+    wait_for(lambda: "s3" in ready_names(k8s, namespace), timeout=30, message="never Ready")
+    first.stop()
+    before = make_refresh_due(k8s, namespace, "s3")
+    # the AssumeRole answer is held 3 s: the kill lands after the call, before the write
+    held = sts.add_fault(Fault(slow=3, action="AssumeRole", role_arn=role, times=1))
+    sts.clear()
+    a = operators()
     wait_for(
         lambda: any(f.id == held.id and f.applied for f in sts.faults()),
         timeout=15,
@@ -312,5 +323,86 @@ def test_sigkill_during_a_burst_of_500_bindings(
             "half_written_secrets": 0,
             "real_seconds_start_to_kill": round(killed - started, 1),
             "real_seconds_restart_to_all_ready": round(all_ready, 1),
+        },
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_new_user_stops_the_local_sts_for_two_minutes(
+    operators: Any, k8s: K8s, namespace: str, policy: str, sts: STSFaultProxy
+) -> None:
+    """As a new user would try it: a real operator, STS unreachable for 2 real minutes.
+
+    A refresh is due when the outage starts (the Secret's annotations say it was issued 40
+    minutes ago) and a new AssumedRole is created during it; then STS comes back.
+    """
+    role = ROLE_PREFIX + "team-newuser"
+    first = operators()
+    k8s.create_ar(namespace, "s3", {"roleArn": role})
+    wait_for(lambda: "s3" in ready_names(k8s, namespace), timeout=30, message="never Ready")
+    # a refresh falls due every ~30 minutes of real time: back-date the stored credentials
+    # (operator stopped meanwhile, or it would restore them) so one is due during the outage
+    first.stop()
+    held = make_refresh_due(k8s, namespace, "s3")
+    sts.set_down(True)
+    down_at = time.time()
+    operators()
+    k8s.create_ar(namespace, "new", {"roleArn": role})
+
+    observed: dict[str, Any] = {}
+    while time.time() - down_at < 120:
+        failing = k8s.condition(namespace, "s3", "RefreshFailing")
+        if failing and failing["status"] == "True" and "refresh_failing_after_s" not in observed:
+            observed["refresh_failing_after_s"] = round(time.time() - down_at, 1)
+            observed["refresh_failing"] = {"reason": failing["reason"], "message": failing["message"]}
+        new = k8s.condition(namespace, "new")
+        if new and new["status"] == "False" and "new_binding_after_s" not in observed:
+            observed["new_binding_after_s"] = round(time.time() - down_at, 1)
+            observed["new_binding"] = {"reason": new["reason"], "message": new["message"]}
+        current = k8s.secret(namespace, "s3")
+        assert current is not None and current["data"] == held["data"], "the old credentials were touched"
+        ready = k8s.condition(namespace, "s3")
+        assert ready and ready["status"] == "True", "Ready turned False while the old credentials hold"
+        time.sleep(1.0)
+    attempts = [r for r in sts.requests(action="AssumeRole", role_arn=role) if r.time >= down_at]
+    per_binding = collections.Counter((r.session_name or "").split(".", 1)[-1] for r in attempts)
+    assert observed.get("refresh_failing", {}).get("reason") == "Transient", observed
+    assert observed.get("new_binding", {}).get("reason") == "Transient", observed
+    assert max(per_binding.values()) <= 10, per_binding
+
+    sts.set_down(False)
+    up_at = time.time()
+    wait_for(
+        lambda: (
+            (s := k8s.secret(namespace, "s3"))
+            and s["data"][c.KEY_ACCESS_KEY_ID] != held["data"][c.KEY_ACCESS_KEY_ID]
+        ),
+        timeout=170,
+        interval=0.5,
+        message="no refresh after STS came back",
+    )
+    refreshed = time.time() - up_at
+    wait_for(lambda: {"s3", "new"} <= ready_names(k8s, namespace), timeout=170, interval=0.5)
+    both_ready = time.time() - up_at
+    wait_for(
+        lambda: (x := k8s.condition(namespace, "s3", "RefreshFailing")) and x["status"] == "False", timeout=10
+    )
+    events = [e for e in k8s.events(namespace) if (e.get("involvedObject") or {}).get("name") == "s3"]
+    reasons = collections.Counter(e["reason"] for e in events)
+    assert reasons["RefreshFailing"] == 1 and reasons["RefreshRecovered"] == 1, reasons
+    for name in ("s3", "new"):
+        secret = k8s.secret(namespace, name)
+        assert secret is not None and stored(secret)[0], name
+    write_figures(
+        "new-user-sts-down-2min",
+        {
+            "test": "test_new_user_stops_the_local_sts_for_two_minutes",
+            "real_seconds_down": round(up_at - down_at, 1),
+            **observed,
+            "sts_attempts_while_down_per_binding": dict(per_binding),
+            "real_seconds_after_up_to_refresh": round(refreshed, 1),
+            "real_seconds_after_up_to_both_ready": round(both_ready, 1),
+            "events_s3": dict(reasons),
         },
     )
