@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -77,7 +78,12 @@ def machine() -> dict[str, Any]:
     with contextlib.suppress(OSError):
         m = re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
         mem = f"{int(m.group(1)) / 1024 / 1024:.1f} GiB" if m else ""
+    versions = {}
+    for package in ("kopf", "kubernetes", "boto3", "moto", "aiohttp"):
+        with contextlib.suppress(Exception):
+            versions[package] = importlib.metadata.version(package)
     return {
+        "packages": versions,
         "nproc": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)),
         "cpu_model": model or platform.processor(),
