@@ -32,6 +32,7 @@ import signal
 import socket
 import socketserver
 import sys
+import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -366,14 +367,6 @@ def build_server(
     return cls((host, port), CredentialsDir(directory, clock))
 
 
-class _Stop(Exception):
-    pass
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Stop
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rolecall sidecar",
@@ -417,13 +410,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     host, port = args.host, server.server_address[1]
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        # serve_forever() returns once shutdown() is called from another thread; raising
+        # from the handler instead could land anywhere (a lock, a half-written answer)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         log.info("serving %s on http://%s%s", args.dir, netloc, CREDENTIALS_PATH)
-        server.serve_forever()
-    except (_Stop, KeyboardInterrupt):
-        log.info("stopping")
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
     finally:
+        log.info("stopping")
         signal.signal(signal.SIGTERM, previous)
         server.server_close()
     return 0
