@@ -62,6 +62,7 @@ class App:
         self._background: list[asyncio.Task[None]] = []
         self.elector: LeaderElector | None = None
         self.index = BindingIndex()
+        self.dependents: dict[Key, set[Key]] = {}
         self.native_sidecars = True
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -312,6 +313,7 @@ class App:
         key = (meta.get("namespace", ""), meta.get("name", ""))
         if event.get("type") == "DELETED":
             self.index.remove(*key)
+            self._index_chain(key, None)
             self.cache.assumed_roles.pop(key, None)
             self.cache.states.pop(key, None)
             if self.scheduler is not None:
@@ -321,6 +323,8 @@ class App:
         old = self.cache.assumed_roles.get(key)
         self.cache.assumed_roles[key] = body
         self.index.put_body(key[0], key[1], body.get("spec"))
+        if old is None or old.get("spec") != body.get("spec"):
+            self._index_chain(key, body)
         state = self.cache.states.get(key)
         if old is None or state is None:
             self._trigger(key)
@@ -335,15 +339,19 @@ class App:
             state.last_status = None
             self._trigger(key)
 
+    def _index_chain(self, key: Key, body: dict[str, Any] | None) -> None:
+        """Keep (namespace, source name) → chained bindings, so issuing is O(dependents)."""
+        for deps in self.dependents.values():
+            deps.discard(key)
+        source = (((body or {}).get("spec") or {}).get("source") or {}).get("assumedRoleRef") or {}
+        if isinstance(source, dict) and isinstance(source.get("name"), str):
+            self.dependents.setdefault((key[0], source["name"]), set()).add(key)
+
     def _trigger_dependents(self, key: Key) -> None:
         """New credentials for ``key``: bindings chained through it that wait for it go now."""
-        namespace, name = key
-        for other, body in self.cache.assumed_roles.items():
-            if other[0] != namespace or other == key:
-                continue
-            source = ((body.get("spec") or {}).get("source") or {}).get("assumedRoleRef") or {}
+        for other in self.dependents.get(key, ()):
             state = self.cache.states.get(other)
-            if source.get("name") == name and (state is None or state.attempt > 0 or not state.ready):
+            if state is None or state.attempt > 0 or not state.ready:
                 self._trigger(other)
 
     def on_secret(self, event: dict[str, Any]) -> None:

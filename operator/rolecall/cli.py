@@ -174,7 +174,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import asyncio
-    import signal
 
     from rolecall.app import App
     from rolecall.runtime import run_operator
@@ -185,12 +184,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     logs.setup(settings.verbose)
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        app = App(settings)
-        await run_operator(app, stop_flag=stop)
+        # kopf installs its own SIGINT/SIGTERM handlers and stops cleanly on them
+        await run_operator(App(settings))
 
     asyncio.run(main())
     return 0

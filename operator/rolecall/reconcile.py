@@ -475,7 +475,11 @@ class Reconciler:
             logger.info("Could not list pods for %s/%s: %s", namespace, name, exc.reason)
             return
         before, state.uninjected = state.uninjected, len(missed)
-        self.metrics.uninjected_pods.labels(namespace, name).set(len(missed))
+        if missed:
+            self.metrics.uninjected_pods.labels(namespace, name).set(len(missed))
+        else:  # one series per binding with missed pods only: /metrics stays small at scale
+            with contextlib.suppress(KeyError):
+                self.metrics.uninjected_pods.remove(namespace, name)
         if missed and not before:
             shown = ", ".join(sorted(missed)[:5]) + (" ..." if len(missed) > 5 else "")
             message = (
