@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import kubernetes.client
 import pytest
 from kubernetes.client.exceptions import ApiException
 
@@ -31,15 +32,27 @@ def webhook_operator(start_operator: Any, k8s: K8s) -> Iterator[Any]:
         webhook_url_host="127.0.0.1",
         webhook_configuration_name=name,
     )
-    adm = __import__("kubernetes").client.AdmissionregistrationV1Api(k8s.api)
+    adm = kubernetes.client.AdmissionregistrationV1Api(k8s.api)
+
+    def serving(configs: Any, resource: str) -> bool:
+        # kopf creates the configuration first and fills in its webhooks a moment later
+        for config in configs.items:
+            if config.metadata.name != name:
+                continue
+            for hook in config.webhooks or []:
+                if any(resource in (rule.resources or []) for rule in hook.rules or []):
+                    return True
+        return False
+
     wait_for(
-        lambda: any(w.metadata.name == name for w in adm.list_mutating_webhook_configuration().items),
-        timeout=15,
-        message="webhooks never registered",
+        lambda: serving(adm.list_mutating_webhook_configuration(), "pods"),
+        timeout=20,
+        message="pod webhook never registered",
     )
     wait_for(
-        lambda: any(w.metadata.name == name for w in adm.list_validating_webhook_configuration().items),
-        timeout=15,
+        lambda: serving(adm.list_validating_webhook_configuration(), "assumedroles"),
+        timeout=20,
+        message="AssumedRole webhook never registered",
     )
     yield op
     # the configurations are cluster-wide: remove them so other tests do not call a dead server
