@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
 from rolecall.app import App
 from rolecall.clock import Clock
@@ -103,3 +108,51 @@ def running_operator(settings: Settings, clock: Clock | None = None) -> Iterator
         yield op
     finally:
         op.stop()
+
+
+class OperatorProcess:
+    """``rolecall run --ha none`` in a subprocess, its output in a log file.
+
+    Extra ``args`` come last, so they override (``--ha lease`` for an HA replica).
+    """
+
+    def __init__(self, kubeconfig: Path, namespace: str, env: dict[str, str], log: Path, *args: str) -> None:
+        self.log_path = log
+        self._log = open(log, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rolecall.cli",
+                "run",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--namespace",
+                namespace,
+                "--ha",
+                "none",
+                "--health-port",
+                "-1",
+                *args,
+            ],
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")

@@ -9,10 +9,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +23,7 @@ import pytest
 from rolecall import constants as c
 from rolecall.schedule import format_time
 from tests.harness.k8s import K8s
+from tests.harness.operator import OperatorProcess
 from tests.harness.operator_fixtures import ROLE_PREFIX, secret_material
 from tests.harness.sts import STSFaultProxy
 from tests.harness.wait import wait_for
@@ -33,56 +31,32 @@ from tests.harness.wait import wait_for
 LEASE_SECONDS = 3
 
 
-class Replica:
-    def __init__(
-        self, name: str, kubeconfig: Path, namespace: str, env: dict[str, str], log_dir: Path
-    ) -> None:
-        self.name = name
-        self.log = open(log_dir / f"{name}.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rolecall.cli",
-                "run",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--namespace",
-                namespace,
-                "--ha",
-                "lease",
-                "--lease-namespace",
-                namespace,
-                "--lease-seconds",
-                str(LEASE_SECONDS),
-                "--health-port",
-                "-1",
-                "--verbose",  # the most talkative setting: still no secret may reach the log
-            ],
-            env={**os.environ, **env, "POD_NAME": name},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
+def replica_process(
+    name: str, kubeconfig: Path, namespace: str, env: dict[str, str], log_dir: Path
+) -> OperatorProcess:
+    return OperatorProcess(
+        kubeconfig,
+        namespace,
+        {**env, "POD_NAME": name},
+        log_dir / f"{name}.log",
+        "--ha",
+        "lease",
+        "--lease-namespace",
+        namespace,
+        "--lease-seconds",
+        str(LEASE_SECONDS),
+        "--verbose",  # the most talkative setting: still no secret may reach the log
+    )
 
 
 @pytest.fixture
 def replicas(
     kubeconfig_path: Path, namespace: str, aws_env: dict[str, str], tmp_path: Path, crds: None, k8s: K8s
 ) -> Iterator[Any]:
-    started: list[Replica] = []
+    started: list[OperatorProcess] = []
 
-    def start(name: str) -> Replica:
-        replica = Replica(name, kubeconfig_path, namespace, aws_env, tmp_path)
+    def start(name: str) -> OperatorProcess:
+        replica = replica_process(name, kubeconfig_path, namespace, aws_env, tmp_path)
         started.append(replica)
         return replica
 
@@ -90,7 +64,7 @@ def replicas(
     material = secret_material(k8s, namespace)
     for replica in started:
         replica.stop()
-    logs = "\n".join((tmp_path / f"{r.name}.log").read_text() for r in started)
+    logs = "\n".join(r.text() for r in started)
     assert "Traceback" not in logs, logs[-3000:]
     assert material and not any(value in logs for value in material), "secret material in the operators' logs"
 

@@ -14,10 +14,6 @@ import collections
 import concurrent.futures
 import datetime
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +25,7 @@ from rolecall import constants as c
 from rolecall.schedule import format_time
 from tests.harness.k8s import K8s
 from tests.harness.kubeproxy import write_figures
+from tests.harness.operator import OperatorProcess
 from tests.harness.operator_fixtures import ROLE_PREFIX, assert_no_secrets_leaked
 from tests.harness.sts import Fault, STSFaultProxy
 from tests.harness.wait import wait_for
@@ -43,51 +40,6 @@ REQUIRED_KEYS = {
     c.KEY_CREDENTIALS_JSON,
     c.KEY_TOKEN,
 }
-
-
-class OperatorProcess:
-    """``rolecall run`` in a subprocess, its output in a log file."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, env: dict[str, str], log: Path, *args: str) -> None:
-        self.log_path = log
-        self._log = open(log, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rolecall.cli",
-                "run",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--namespace",
-                namespace,
-                "--ha",
-                "none",
-                "--health-port",
-                "-1",
-                *args,
-            ],
-            env={**os.environ, **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 @pytest.fixture

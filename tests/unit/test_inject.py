@@ -662,7 +662,9 @@ def test_a_suspended_assumed_role_still_injects_but_warns() -> None:
 
 def test_sidecar_resources_come_from_the_operator_settings() -> None:
     resources = {"requests": {"cpu": "5m", "memory": "16Mi"}, "limits": {"memory": "48Mi"}}
-    p = plan_injection(realistic_pod(), NS, ONE, sidecar_image=IMAGE, sidecar_port=PORT, sidecar_resources=resources)
+    p = plan_injection(
+        realistic_pod(), NS, ONE, sidecar_image=IMAGE, sidecar_port=PORT, sidecar_resources=resources
+    )
     pod = apply(realistic_pod(), p)
     sidecar = next(ct for ct in pod["spec"]["initContainers"] if ct.get("restartPolicy") == "Always")
     assert sidecar["resources"] == resources
