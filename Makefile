@@ -33,6 +33,7 @@ lint: venv
 	$(VENV)/bin/ruff check operator tests scripts bench
 	$(VENV)/bin/ruff format --check operator tests scripts bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 # regenerate the chart's CRD copies, deploy/manifests and the values table in docs/install.md
 manifests: venv

@@ -194,6 +194,10 @@ class Operator:
                 "127.0.0.1",
                 "--health-port",
                 str(self.port),
+                "--metrics-host",
+                "127.0.0.1",
+                "--metrics-port",
+                str(self.port),  # the same port: one endpoint serves /healthz and /metrics
                 "--sts-rate",
                 str(s.sts_rate),
                 "--sts-burst",

@@ -208,11 +208,30 @@ def render_install_doc(doc_text: str, values_text: str) -> str:
 # --- driver -------------------------------------------------------------------------------------
 
 
+SETTINGS_DOC = REPO / "docs" / "settings.md"
+SETTINGS_HEAD = """# `rolecall run` settings
+
+Every flag of `rolecall run`, its environment variable and its default. Generated from the one
+settings table in `operator/rolecall/config.py` by `make manifests` (`make verify` fails when it
+is stale): a setting is added there and nowhere else. The Helm chart sets these through
+`deploy/helm/rolecall/templates/deployment.yaml` (see [install.md](install.md) for the values).
+
+"""
+
+
+def render_settings_doc() -> str:
+    sys.path.insert(0, str(REPO / "operator"))
+    from rolecall.config import markdown_table
+
+    return SETTINGS_HEAD + markdown_table()
+
+
 def expected_files(helm: Path) -> dict[Path, str]:
     values_text = VALUES.read_text()
     return {
         MANIFEST: render_manifest(helm),
         INSTALL_DOC: render_install_doc(INSTALL_DOC.read_text(), values_text),
+        SETTINGS_DOC: render_settings_doc(),
     }
 
 

@@ -1,15 +1,18 @@
-"""Wiring: one operator instance's objects, and what each watch event means for them.
+"""One operator instance: builds the parts, starts and stops them, serves admission.
 
-kopf delivers watch events to :mod:`rolecall.handlers`, which hands them here. This module
-keeps the cache, turns events into scheduler triggers, owns the health/metrics endpoint and
-the lifecycle. Decisions stay in the pure modules; I/O stays in the adapters.
+kopf calls :mod:`rolecall.handlers`, which call the typed methods here. Watch events go to
+:mod:`rolecall.events` (cache and triggers), reconciling to :mod:`rolecall.reconcile` under
+:mod:`rolecall.scheduler`, endpoints to :mod:`rolecall.health`. This module only wires them
+and owns their lifecycle; decisions stay in the pure modules, I/O in the adapters.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,21 +20,28 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from rolecall import admission, render, tls
+from rolecall import access, admission, render, tls
 from rolecall import constants as c
 from rolecall.clock import Clock, SystemClock
 from rolecall.config import Settings
+from rolecall.events import WatchEvents
+from rolecall.health import METRICS_CONTENT_TYPE, Endpoint, bearer_token
 from rolecall.index import BindingIndex
 from rolecall.kube import KubeAdapter, KubeError, load_configuration
 from rolecall.leader import LeaderElector
 from rolecall.metrics import Metrics
-from rolecall.model import SpecError, parse_assumed_role, parse_policy
+from rolecall.model import AssumedRoleSpec
 from rolecall.ratelimit import TokenBucket
-from rolecall.reconcile import Cache, Key, Reconciler, _clean
+from rolecall.reconcile import Reconciler
 from rolecall.scheduler import Scheduler
-from rolecall.sts import StaticKeys, STSAdapter
+from rolecall.sources import keys_from_secret_data
+from rolecall.state import Cache, Key
+from rolecall.status import Context, condition, find_condition
+from rolecall.sts import STSAdapter
 
 logger = logging.getLogger("rolecall")
+
+METRICS_AUTH_CACHE_SECONDS = 60.0
 
 
 class App:
@@ -57,13 +67,23 @@ class App:
         self.executor = ThreadPoolExecutor(max_workers=settings.workers + 2, thread_name_prefix="rolecall-io")
         self.reconciler: Reconciler | None = None
         self.scheduler: Scheduler | None = None
-        self._runner: web.AppRunner | None = None
         self.leader = settings.ha == "none"
         self._background: list[asyncio.Task[None]] = []
         self.elector: LeaderElector | None = None
         self.index = BindingIndex()
-        self.dependents: dict[Key, set[Key]] = {}
         self.native_sidecars = True
+        self.events = WatchEvents(
+            cache=self.cache,
+            index=self.index,
+            trigger=self._trigger,
+            forget=self._forget,
+            decide_access=self._decide_access,
+            write_policy_status=self._policy_status,
+        )
+        self._endpoints: list[Endpoint] = []
+        self.health_port: int | None = None
+        self.metrics_port: int | None = None
+        self._metrics_grants: dict[str, float] = {}  # token digest → allowed until (monotonic)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -120,10 +140,12 @@ class App:
             insecure=conn.insecure,
         )
 
+    async def _in_executor(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
     async def _detect_native_sidecars(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            version = await loop.run_in_executor(self.executor, lambda: self.kube.request("GET", "/version"))
+            version = await self._in_executor(self.kube.server_version)
             self.native_sidecars = admission.native_sidecars_supported(
                 version.get("major", "0"), version.get("minor", "0")
             )
@@ -148,12 +170,18 @@ class App:
             clock=self.clock,
             cache=self.cache,
             metrics=self.metrics,
-            limiter=limiter,
             executor=self.executor,
-            on_issued=self._trigger_dependents,
+            on_issued=self.events.issued,
         )
-        self.scheduler = Scheduler(self.reconciler.reconcile, self.clock, workers=self.settings.workers)
+        self.scheduler = Scheduler(
+            self.reconciler.reconcile,
+            self.clock,
+            workers=self.settings.workers,
+            sts_gate=limiter.acquire,
+            sts_concurrency=self.settings.sts_concurrency,
+        )
         self.scheduler.paused = not self.leader
+        self.events.armed = True
         await self.scheduler.start()
         if self.settings.ha == "lease":
             self.elector = LeaderElector(
@@ -168,18 +196,18 @@ class App:
             self._background.append(
                 asyncio.create_task(self.elector.run(self.executor), name="rolecall-lease")
             )
-        if self.settings.health_port >= 0:
-            await self._serve_health()
+        await self._serve_endpoints()
 
     async def cleanup(self) -> None:
         for task in list(self._background):
             task.cancel()
+        self.events.cancel_background()
         if self.elector is not None:
             await asyncio.get_running_loop().run_in_executor(self.executor, self.elector.release)
         if self.scheduler is not None:
             await self.scheduler.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        for endpoint in self._endpoints:
+            await endpoint.stop()
         # let calls already on the wire finish (and be recorded) before the process goes
         await asyncio.get_running_loop().run_in_executor(
             None, lambda: self.executor.shutdown(wait=True, cancel_futures=True)
@@ -187,69 +215,75 @@ class App:
 
     async def _load_operator_keys(self) -> None:
         ns, _, name = (self.settings.operator_keys_secret or "").partition("/")
-        loop = asyncio.get_running_loop()
-        secret = await loop.run_in_executor(self.executor, self.kube.get_secret, ns, name)
-        from rolecall.render import decode_data
-
-        data = decode_data(secret.get("data") if secret else None)
-        if not data.get(c.KEY_ACCESS_KEY_ID) or not data.get(c.KEY_SECRET_ACCESS_KEY):
+        secret = await self._in_executor(self.kube.get_secret, ns, name)
+        keys = keys_from_secret_data(render.decode_data(secret.get("data") if secret else None))
+        if keys is None:
             raise RuntimeError(
-                f"--operator-keys-secret {ns}/{name}: the Secret must hold {c.KEY_ACCESS_KEY_ID} and {c.KEY_SECRET_ACCESS_KEY}"
+                f"--operator-keys-secret {ns}/{name}: the Secret must hold {c.KEY_ACCESS_KEY_ID} and "
+                f"{c.KEY_SECRET_ACCESS_KEY}; create it with: kubectl -n {ns} create secret generic {name} "
+                f"--from-literal={c.KEY_ACCESS_KEY_ID}=... --from-literal={c.KEY_SECRET_ACCESS_KEY}=..."
             )
         self.sts = STSAdapter(
             default_region=self.settings.default_region,
             endpoint_url=self.settings.sts_endpoint_url,
-            base_keys=StaticKeys(
-                data[c.KEY_ACCESS_KEY_ID],
-                data[c.KEY_SECRET_ACCESS_KEY],
-                data.get(c.KEY_SESSION_TOKEN, ""),
-            ),
+            base_keys=keys,
         )
 
     async def _prime(self) -> None:
-        loop = asyncio.get_running_loop()
-        policies = await loop.run_in_executor(
-            self.executor,
-            lambda: self.kube.request("GET", f"/apis/{c.API_VERSION}/{c.PLURAL_POLICY}"),
-        )
-        for body in policies.get("items") or []:
-            self._store_policy(body)
-        namespaces = await loop.run_in_executor(
-            self.executor, lambda: self.kube.request("GET", "/api/v1/namespaces")
-        )
-        for body in namespaces.get("items") or []:
-            meta = body.get("metadata", {})
-            self.cache.namespace_labels[meta.get("name", "")] = dict(meta.get("labels") or {})
+        for body in await self._in_executor(self.kube.list_policies):
+            self.events.store_policy(body)
+        for body in await self._in_executor(self.kube.list_namespaces):
+            self.events.store_namespace(body)
 
-    async def _serve_health(self) -> None:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.health_host, self.settings.health_port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        if sockets:
-            self.health_port = sockets[0].getsockname()[1]
-        logger.info(
-            "Serving /healthz and /metrics on %s:%s",
-            self.settings.health_host,
-            getattr(self, "health_port", self.settings.health_port),
-        )
+    # --- endpoints ----------------------------------------------------------------------
+
+    async def _serve_endpoints(self) -> None:
+        s = self.settings
+        same_port = s.metrics_port == s.health_port > 0 and s.metrics_host == s.health_host
+        if s.health_port >= 0:
+            routes: dict[str, Any] = {"/healthz": self._healthz}
+            if same_port:
+                routes["/metrics"] = self._metrics
+            endpoint = Endpoint(s.health_host, s.health_port, routes)
+            self.health_port = await endpoint.start()
+            self._endpoints.append(endpoint)
+        if s.metrics_port >= 0 and not same_port:
+            endpoint = Endpoint(s.metrics_host, s.metrics_port, {"/metrics": self._metrics})
+            self.metrics_port = await endpoint.start()
+            self._endpoints.append(endpoint)
+        elif same_port:
+            self.metrics_port = self.health_port
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        alive = self.scheduler is not None and all(not t.done() for t in self.scheduler._tasks)
+        alive = self.scheduler is not None and self.scheduler.alive()
         return web.json_response({"ok": alive, "leader": self.leader}, status=200 if alive else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        ready = sum(1 for st in self.cache.states.values() if st.ready)
+        if self.settings.metrics_auth and not await self._metrics_allowed(bearer_token(request)):
+            return web.Response(status=401 if not bearer_token(request) else 403, text="Unauthorized\n")
+        ready = self.cache.ready_count()
         self.metrics.assumed_roles.labels("true").set(ready)
         self.metrics.assumed_roles.labels("false").set(len(self.cache.assumed_roles) - ready)
-        return web.Response(
-            body=self.metrics.render(),
-            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
-        )
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    async def _metrics_allowed(self, token: str) -> bool:
+        """TokenReview + SubjectAccessReview (get /metrics), cached for a minute per token."""
+        if not token:
+            return False
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
+        if self._metrics_grants.get(digest, 0.0) > now:
+            return True
+        try:
+            allowed = bool(await self._in_executor(self.kube.may_get_non_resource, token, "/metrics"))
+        except KubeError as exc:
+            logger.warning("Could not authorise a /metrics request: %s %s", exc.status, exc.reason)
+            return False
+        if allowed:
+            if len(self._metrics_grants) > 1000:
+                self._metrics_grants.clear()
+            self._metrics_grants[digest] = now + METRICS_AUTH_CACHE_SECONDS
+        return allowed
 
     # --- admission (served by every replica, from the in-memory index) --------------------
 
@@ -293,7 +327,7 @@ class App:
         if not review.allowed:
             raise kopf.AdmissionError(review.message, code=422)
 
-    # --- leadership ---------------------------------------------------------------------
+    # --- leadership and triggers --------------------------------------------------------
 
     def set_leader(self, leader: bool) -> None:
         self.leader = leader
@@ -301,145 +335,45 @@ class App:
             self.scheduler.paused = not leader
             self.scheduler.wake()
 
-    # --- watch events -------------------------------------------------------------------
-
     def _trigger(self, key: Key) -> None:
         if self.scheduler is not None:
             self.scheduler.trigger(key)
 
-    def on_assumed_role(self, event: dict[str, Any]) -> None:
-        body = event.get("object") or {}
-        meta = body.get("metadata", {})
-        key = (meta.get("namespace", ""), meta.get("name", ""))
-        if event.get("type") == "DELETED":
-            self.index.remove(*key)
-            self._index_chain(key, None)
-            self.cache.assumed_roles.pop(key, None)
-            self.cache.states.pop(key, None)
-            if self.scheduler is not None:
-                self.scheduler.forget(key)
-                self.scheduler.trigger(key)  # one last run cleans up metrics
-            return
-        old = self.cache.assumed_roles.get(key)
-        self.cache.assumed_roles[key] = body
-        self.index.put_body(key[0], key[1], body.get("spec"))
-        if old is None or old.get("spec") != body.get("spec"):
-            self._index_chain(key, body)
-        state = self.cache.states.get(key)
-        if old is None or state is None:
-            self._trigger(key)
-            return
-        if old.get("metadata", {}).get("generation") != meta.get("generation") or meta.get(
-            "deletionTimestamp"
-        ):
-            self._trigger(key)
-            return
-        if state.last_status is not None and _clean(body.get("status")) != state.last_status:
-            # status changed by someone else (or our write raced): rewrite the truth
-            state.last_status = None
-            self._trigger(key)
+    def _forget(self, key: Key) -> None:
+        if self.scheduler is not None:
+            self.scheduler.forget(key)
 
-    def _index_chain(self, key: Key, body: dict[str, Any] | None) -> None:
-        """Keep (namespace, source name) → chained bindings, so issuing is O(dependents)."""
-        for deps in self.dependents.values():
-            deps.discard(key)
-        source = (((body or {}).get("spec") or {}).get("source") or {}).get("assumedRoleRef") or {}
-        if isinstance(source, dict) and isinstance(source.get("name"), str):
-            self.dependents.setdefault((key[0], source["name"]), set()).add(key)
-
-    def _trigger_dependents(self, key: Key) -> None:
-        """New credentials for ``key``: bindings chained through it that wait for it go now."""
-        for other in self.dependents.get(key, ()):
-            state = self.cache.states.get(other)
-            if state is None or state.attempt > 0 or not state.ready:
-                self._trigger(other)
-
-    def on_secret(self, event: dict[str, Any]) -> None:
-        body = event.get("object") or {}
-        meta = body.get("metadata", {})
-        owner = (meta.get("labels") or {}).get(c.LABEL_ASSUMED_ROLE) or next(
-            (
-                ref.get("name")
-                for ref in meta.get("ownerReferences") or []
-                if ref.get("kind") == c.KIND_ASSUMED_ROLE
-            ),
-            None,
-        )
-        if not owner:
-            return
-        key = (meta.get("namespace", ""), owner)
-        if key not in self.cache.assumed_roles:
-            return
-        state = self.cache.states.get(key)
-        if event.get("type") == "DELETED" or state is None or state.written_rv != meta.get("resourceVersion"):
-            if state is not None:
-                state.secret = None  # changed by someone else: read it afresh
-            self._trigger(key)
-
-    def _store_policy(self, body: dict[str, Any]) -> tuple[bool, str]:
-        name = body.get("metadata", {}).get("name", "")
-        try:
-            self.cache.policies[name] = parse_policy(name, body.get("spec"))
-        except SpecError as exc:
-            self.cache.policies.pop(name, None)
-            logger.warning("AssumedRolePolicy %s is invalid and admits nothing: %s", name, exc)
-            return False, f"invalid, admits nothing: {exc}"
-        return True, "the policy is in force"
+    def _decide_access(self, namespace: str, spec: AssumedRoleSpec) -> access.Decision:
+        assert self.reconciler is not None
+        return self.reconciler.decide_access(namespace, spec)
 
     async def _policy_status(self, body: dict[str, Any], valid: bool, message: str) -> None:
         """Show on the policy whether it is in force (only the acting replica writes)."""
-        current = render.find_condition((body.get("status") or {}).get("conditions"), "Valid")
+        current = find_condition((body.get("status") or {}).get("conditions"), "Valid")
         wanted = "True" if valid else "False"
         if not self.leader or (
             current and current.get("status") == wanted and current.get("message") == message
         ):
             return
-        cond = render.condition(
-            "Valid", valid, "Valid" if valid else "InvalidSpec", message, self.clock.now(), None, None
+        cond = condition(
+            "Valid", valid, "Valid" if valid else "InvalidSpec", message, Context(None, self.clock.now())
         )
         name = body.get("metadata", {}).get("name", "")
         try:
-            await asyncio.get_running_loop().run_in_executor(
-                self.executor, self.kube.patch_policy_status, name, {"conditions": [cond]}
-            )
+            await self._in_executor(self.kube.patch_policy_status, name, {"conditions": [cond]})
         except KubeError as exc:
             logger.info("Could not update the status of AssumedRolePolicy %s: %s", name, exc.reason)
 
+    # --- watch events (typed entry points for the handlers) ---------------------------------
+
+    def on_assumed_role(self, event: dict[str, Any]) -> None:
+        self.events.on_assumed_role(event)
+
+    def on_secret(self, event: dict[str, Any]) -> None:
+        self.events.on_secret(event)
+
     def on_policy(self, event: dict[str, Any]) -> None:
-        body = event.get("object") or {}
-        if event.get("type") == "DELETED":
-            self.cache.policies.pop(body.get("metadata", {}).get("name", ""), None)
-        else:
-            valid, message = self._store_policy(body)
-            task = asyncio.get_running_loop().create_task(self._policy_status(body, valid, message))
-            self._background.append(task)
-            task.add_done_callback(self._background.remove)
-        self._reevaluate_access(None)
+        self.events.on_policy(event)
 
     def on_namespace(self, event: dict[str, Any]) -> None:
-        body = event.get("object") or {}
-        meta = body.get("metadata", {})
-        name = meta.get("name", "")
-        labels = dict(meta.get("labels") or {})
-        if event.get("type") == "DELETED":
-            self.cache.namespace_labels.pop(name, None)
-            return
-        if self.cache.namespace_labels.get(name) != labels:
-            self.cache.namespace_labels[name] = labels
-            self._reevaluate_access(name)
-
-    def _reevaluate_access(self, namespace: str | None) -> None:
-        """Trigger exactly the bindings whose access decision changed."""
-        if self.reconciler is None:
-            return
-        for key, body in list(self.cache.assumed_roles.items()):
-            if namespace is not None and key[0] != namespace:
-                continue
-            try:
-                spec = parse_assumed_role(key[0], key[1], body.get("spec"))
-            except SpecError:
-                continue
-            allowed = self.reconciler.decide_access(key[0], spec).allowed
-            state = self.cache.states.get(key)
-            if state is None or state.allowed != allowed:
-                self._trigger(key)
+        self.events.on_namespace(event)

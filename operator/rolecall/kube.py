@@ -21,6 +21,7 @@ import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
 from rolecall import constants as c
+from rolecall.timefmt import format_time
 
 
 class KubeError(Exception):
@@ -170,10 +171,15 @@ class KubeAdapter:
             "PUT", f"/api/v1/namespaces/{meta['namespace']}/secrets/{meta['name']}", body=body
         )
 
-    def delete_secret(self, namespace: str, name: str, uid: str | None = None) -> bool:
+    def delete_secret(
+        self, namespace: str, name: str, uid: str | None = None, resource_version: str | None = None
+    ) -> bool:
+        """DELETE with preconditions: a Secret replaced or changed since it was read answers
+        409 Conflict instead of being deleted."""
         body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
-        if uid:
-            body["preconditions"] = {"uid": uid}
+        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
+        if preconditions:
+            body["preconditions"] = preconditions
         try:
             self.request("DELETE", f"/api/v1/namespaces/{namespace}/secrets/{name}", body=body)
         except NotFound:
@@ -221,7 +227,7 @@ class KubeAdapter:
     ) -> None:
         meta = involved.get("metadata", {})
         ns = meta.get("namespace") or "default"
-        stamp = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = format_time(now)
         body = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -256,3 +262,64 @@ class KubeAdapter:
             query={"fieldSelector": f"spec.serviceAccountName={service_account}"},
         )
         return list(answer.get("items") or [])
+
+    # --- cluster-wide reads at startup --------------------------------------------------
+
+    def server_version(self) -> dict[str, Any]:
+        return self.request("GET", "/version")
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", f"/apis/{c.API_VERSION}/{c.PLURAL_POLICY}").get("items") or [])
+
+    def list_namespaces(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/api/v1/namespaces").get("items") or [])
+
+    # --- authorising callers of the operator's own endpoints ------------------------------
+
+    def may_get_non_resource(self, token: str, path: str) -> bool:
+        """Does the API server vouch for this bearer token (TokenReview), and may its user
+        ``get`` the non-resource URL ``path`` (SubjectAccessReview)?"""
+        review = self.request(
+            "POST",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}},
+        )
+        result = review.get("status") or {}
+        if not result.get("authenticated"):
+            return False
+        user = result.get("user") or {}
+        access = self.request(
+            "POST",
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            body={
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SubjectAccessReview",
+                "spec": {
+                    "user": user.get("username", ""),
+                    "groups": list(user.get("groups") or []),
+                    "uid": user.get("uid", ""),
+                    "nonResourceAttributes": {"path": path, "verb": "get"},
+                },
+            },
+        )
+        return bool((access.get("status") or {}).get("allowed"))
+
+    # --- the leader Lease ---------------------------------------------------------------
+
+    def _lease_path(self, namespace: str, name: str = "") -> str:
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{base}/{name}" if name else base
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", self._lease_path(namespace, name))
+        except NotFound:
+            return None
+
+    def create_lease(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", self._lease_path(body["metadata"]["namespace"]), body=body)
+
+    def replace_lease(self, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT with the body's resourceVersion: a concurrent holder answers Conflict."""
+        meta = body["metadata"]
+        return self.request("PUT", self._lease_path(meta["namespace"], meta["name"]), body=body)

@@ -16,23 +16,22 @@ from collections.abc import Callable
 from typing import Any
 
 from rolecall.clock import Clock
-from rolecall.kube import Conflict, KubeAdapter, KubeError, NotFound
+from rolecall.kube import Conflict, KubeAdapter, KubeError
+from rolecall.timefmt import format_micro_time, parse_time
 
 logger = logging.getLogger("rolecall.leader")
 
 
-def _micro(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+_micro = format_micro_time
 
 
 def _parse(text: str | None) -> datetime.datetime | None:
     if not text:
         return None
     try:
-        value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_time(text)
     except ValueError:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
 
 
 class LeaderElector:
@@ -56,7 +55,6 @@ class LeaderElector:
         self.on_change = on_change
         self.leader = False
         self._renewed: datetime.datetime | None = None
-        self._path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
 
     def _body(
         self, current: dict[str, Any] | None, now: datetime.datetime, transitions: int
@@ -78,17 +76,10 @@ class LeaderElector:
     def try_acquire_or_renew(self) -> bool:
         """One round (blocking I/O): True when this replica holds the Lease afterwards."""
         now = self.clock.now()
-        try:
-            current: dict[str, Any] | None = self.kube.request("GET", self._path)
-        except NotFound:
-            current = None
+        current = self.kube.get_lease(self.namespace, self.name)
         if current is None:
             try:
-                self.kube.request(
-                    "POST",
-                    f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases",
-                    body=self._body(None, now, 0),
-                )
+                self.kube.create_lease(self._body(None, now, 0))
             except Conflict:
                 return False
             self._renewed = now
@@ -102,7 +93,7 @@ class LeaderElector:
             return False
         transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
         try:
-            self.kube.request("PUT", self._path, body=self._body(current, now, transitions))
+            self.kube.replace_lease(self._body(current, now, transitions))
         except Conflict:
             return False
         self._renewed = now
@@ -139,15 +130,15 @@ class LeaderElector:
         if not self.leader:
             return
         try:
-            current = self.kube.request("GET", self._path)
-            if (current.get("spec") or {}).get("holderIdentity") != self.identity:
+            current = self.kube.get_lease(self.namespace, self.name)
+            if current is None or (current.get("spec") or {}).get("holderIdentity") != self.identity:
                 return
             body = self._body(
                 current, self.clock.now(), int((current.get("spec") or {}).get("leaseTransitions") or 0)
             )
             body["spec"]["holderIdentity"] = None
             body["spec"]["renewTime"] = None
-            self.kube.request("PUT", self._path, body=body)
+            self.kube.replace_lease(body)
         except KubeError as exc:
             logger.info("Could not release lease: %s", exc.reason)
         self.leader = False

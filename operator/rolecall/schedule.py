@@ -15,10 +15,29 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rolecall.constants import Reason
+from rolecall.timefmt import format_time, parse_time
+
+__all__ = ["format_time", "parse_time"]  # re-exported: older call sites import them from here
+
 REFRESH_FRACTION = 0.5
 JITTER_FRACTION = 0.05  # of the lifetime: 10 % of the refresh interval
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 300.0
+# failures a retry cannot fix (trust policy, malformed request): start at a minute, cap at
+# 30 minutes — still retried, since a trust policy can be fixed in IAM without any change
+# the operator can see, but a namespace of them no longer spends the STS budget
+PERMANENT_BACKOFF_BASE_SECONDS = 60.0
+PERMANENT_BACKOFF_CAP_SECONDS = 1800.0
+PERMANENT_REASONS = frozenset(
+    {
+        Reason.ACCESS_DENIED,
+        Reason.INVALID_SPEC,
+        Reason.MALFORMED_POLICY,
+        Reason.PACKED_POLICY_TOO_LARGE,
+        Reason.REGION_DISABLED,
+    }
+)
 # never let credentials live closer to expiry than this before replacing them, whatever
 # the lifetime (SDK refresh windows are 5-15 minutes, kubelet propagation up to ~2)
 MIN_REMAINING_SECONDS = 20 * 60
@@ -134,12 +153,7 @@ def backoff_seconds(attempt: int, unit: float) -> float:
     return float(ceiling / 2 + unit * ceiling / 2)
 
 
-def format_time(moment: datetime.datetime) -> str:
-    """RFC 3339 in UTC with a ``Z`` and no fractional seconds."""
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> datetime.datetime:
-    """Parse RFC 3339 (``Z`` or offset); naive values are taken as UTC."""
-    value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+def permanent_backoff_seconds(attempt: int, unit: float) -> float:
+    """Like :func:`backoff_seconds`, for failures a retry cannot fix: 1 min → 30 min."""
+    ceiling = min(PERMANENT_BACKOFF_CAP_SECONDS, PERMANENT_BACKOFF_BASE_SECONDS * 2 ** max(0, attempt - 1))
+    return float(ceiling / 2 + unit * ceiling / 2)

@@ -69,6 +69,8 @@ def operator(
             "none",
             "--health-port",
             "-1",
+            "--metrics-port",
+            "-1",
         ],
         env={**os.environ, **aws_env},
         stdout=log,

@@ -172,6 +172,8 @@ def main() -> int:
                 "0",
                 "--health-host",
                 "127.0.0.1",
+                "--metrics-port",
+                "-1",
                 "--namespace",
                 NAMESPACE,
             ],

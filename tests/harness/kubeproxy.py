@@ -826,12 +826,8 @@ def per_window(times: Iterable[float], window: float) -> int:
 def scheduler_idle(op: Any, clock: Any) -> bool:
     """Nothing is running and nothing is due at the FakeClock's present."""
     scheduler = op.app.scheduler
-    now = clock.now().timestamp()
-
-    def check() -> bool:
-        return not scheduler._running and all(when > now for when, _ in scheduler._due.values())
-
-    return bool(op.call(check))
+    now = clock.now()
+    return bool(op.call(lambda: scheduler.idle_at(now)))
 
 
 def settle(op: Any, clock: Any, timeout: float = 20.0) -> None:

@@ -133,6 +133,8 @@ class OperatorProcess:
                 "none",
                 "--health-port",
                 "-1",
+                "--metrics-port",
+                "-1",
                 *args,
             ],
             env={**os.environ, **env},

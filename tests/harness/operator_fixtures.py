@@ -115,6 +115,8 @@ def start_operator(
             ha="none",
             health_host="127.0.0.1",
             health_port=0,
+            metrics_host="127.0.0.1",
+            metrics_port=0,
             sts_rate=100.0,
             sts_burst=100,
             workers=4,

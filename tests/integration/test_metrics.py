@@ -34,9 +34,10 @@ def test_metrics_follow_issue_refresh_and_failure(
     k8s: K8s, namespace: str, policy: str, start_operator: Any, sts: STSFaultProxy, clock: FakeClock
 ) -> None:
     op = start_operator()
-    port = op.app.health_port
-    health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    health = urllib.request.urlopen(f"http://127.0.0.1:{op.app.health_port}/healthz", timeout=5)
     assert health.status == 200
+    port = op.app.metrics_port
+    assert port != op.app.health_port  # /metrics names every binding: its own port, closable
     k8s.create_ar(namespace, "m", {"roleArn": ROLE})
     body = wait_for(
         lambda: (b := k8s.get_ar(namespace, "m")) and (b.get("status") or {}).get("nextRefresh") and b,

@@ -1,5 +1,10 @@
 """The layers of operator/rolecall, enforced: only adapters talk to AWS and Kubernetes, the
-pure decisions import no I/O and read no clock, nothing imports upward."""
+pure decisions import no I/O and read no clock, nothing imports upward.
+
+The layer order itself (and that adapters never import each other) is import-linter's
+contract in pyproject.toml, run by ``make lint`` and by the test below; this file adds what
+import-linter cannot say: which module may use which outside library, and that pure modules
+never read the clock."""
 
 from __future__ import annotations
 
@@ -9,23 +14,23 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "rolecall"
-PURE = {"access", "schedule", "render", "model", "inject", "admission", "index", "constants"}
+PURE = {
+    "access",
+    "schedule",
+    "render",
+    "model",
+    "inject",
+    "admission",
+    "index",
+    "status",
+    "constants",
+    "timefmt",
+}
 ADAPTER_OF = {
     "boto3": {"sts"},
     "botocore": {"sts"},
     "kubernetes": {"kube"},
     "kopf": {"handlers", "app", "runtime"},
-}
-# who may import whom (everything else in the package is "below" these)
-UPPER = {
-    "handlers": 5,
-    "runtime": 6,
-    "cli": 7,
-    "app": 4,
-    "reconcile": 3,
-    "scheduler": 3,
-    "leader": 3,
-    "oneshot": 3,
 }
 
 
@@ -58,8 +63,11 @@ def test_only_the_adapters_import_io_libraries(library: str) -> None:
 @pytest.mark.parametrize("name", sorted(PURE))
 def test_pure_modules_import_no_io_and_read_no_clock(name: str) -> None:
     tree = modules()[name]
-    own = {i.split(".")[1] for i in imports(tree) if i.startswith("rolecall.")}
+    found = imports(tree)
+    own = {i.split(".")[1] for i in found if i.startswith("rolecall.")}
     assert own <= PURE, f"{name} imports {sorted(own - PURE)}"
+    io_modules = {"time", "socket", "asyncio", "threading", "subprocess", "urllib", "http", "os", "random"}
+    assert not {i.split(".")[0] for i in found} & io_modules, f"{name} imports I/O or the clock"
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr in ("now", "utcnow", "time", "monotonic", "today"):
             base = node.value
@@ -69,13 +77,18 @@ def test_pure_modules_import_no_io_and_read_no_clock(name: str) -> None:
             )
 
 
-def test_nothing_imports_upward() -> None:
-    for name, tree in modules().items():
-        level = UPPER.get(name, 0)
-        for target in {i.split(".")[1] for i in imports(tree) if i.startswith("rolecall.")}:
-            assert UPPER.get(target, 0) < level or target == name or UPPER.get(target, 0) == 0, (
-                f"{name} imports {target}, which is above it"
-            )
+def test_import_linter_contracts_hold() -> None:
+    """The layers contract in pyproject.toml (lint-imports), as part of the test suite."""
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert exe, "import-linter is not installed (it is in the test extras)"
+    result = subprocess.run(
+        [exe, "--no-cache"], cwd=PACKAGE.parents[1], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_operator_folder_has_no_init() -> None:
