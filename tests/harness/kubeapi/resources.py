@@ -177,6 +177,48 @@ def builtin_types() -> list[ResourceType]:
         ),
         ResourceType("coordination.k8s.io", ["v1"], "leases", "lease", "Lease", True),
         ResourceType(
+            "apps",
+            ["v1"],
+            "deployments",
+            "deployment",
+            "Deployment",
+            True,
+            short_names=["deploy"],
+            categories=["all"],
+            status_subresource=True,
+            generation=True,
+        ),
+        ResourceType(
+            "policy",
+            ["v1"],
+            "poddisruptionbudgets",
+            "poddisruptionbudget",
+            "PodDisruptionBudget",
+            True,
+            short_names=["pdb"],
+            status_subresource=True,
+            generation=True,
+        ),
+        ResourceType(
+            "networking.k8s.io",
+            ["v1"],
+            "networkpolicies",
+            "networkpolicy",
+            "NetworkPolicy",
+            True,
+            short_names=["netpol"],
+            generation=True,
+        ),
+        *(
+            ResourceType("rbac.authorization.k8s.io", ["v1"], plural, plural[:-1], kind, namespaced)
+            for plural, kind, namespaced in (
+                ("roles", "Role", True),
+                ("rolebindings", "RoleBinding", True),
+                ("clusterroles", "ClusterRole", False),
+                ("clusterrolebindings", "ClusterRoleBinding", False),
+            )
+        ),
+        ResourceType(
             "apiextensions.k8s.io",
             ["v1"],
             "customresourcedefinitions",

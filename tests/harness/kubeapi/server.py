@@ -17,7 +17,7 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
-from . import builtins, errors
+from . import builtins, errors, openapi
 from .admission import MUTATING, VALIDATING, Admission, AdmissionRequest
 from .errors import ApiError, FieldError
 from .patches import clone, json_equal, json_patch, merge_patch, strategic_merge
@@ -128,6 +128,7 @@ class ApiServer:
         self.admission = Admission(self.store)
         self.cel = CelRules()
         self.validator = Validator(self.cel)
+        self.openapi = openapi.OpenAPIDocuments()
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
         self.counts: collections.Counter[str] = collections.Counter()
@@ -225,6 +226,8 @@ class ApiServer:
             return self._json(VERSION_INFO)
         username = self._authenticate(request)
         segments = [urllib.parse.unquote(s) for s in path.split("/") if s]
+        if segments[:1] == ["openapi"] and request.method == "GET":
+            return self._openapi(request, segments)
         if request.method == "GET":
             discovery = self._discovery(segments)
             if discovery is not None:
@@ -269,6 +272,13 @@ class ApiServer:
             self.counts["delete"] += 1
             return await self._delete(target, body, params, username)
         raise errors.method_not_allowed()
+
+    def _openapi(self, request: web.Request, segments: list[str]) -> web.Response:
+        self.counts["discovery"] += 1
+        status, body, content_type = openapi.serve(
+            self.openapi, self.store.by_group_version, segments, request.headers.get("Accept", "")
+        )
+        return web.Response(body=body, status=status, content_type=content_type)
 
     async def _body(self, request: web.Request, *, allow_empty: bool = False) -> Any:
         raw = await request.read()
