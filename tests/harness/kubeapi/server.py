@@ -17,7 +17,7 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
-from . import builtins, errors, openapi
+from . import builtins, errors, openapi, protobuf
 from .admission import MUTATING, VALIDATING, Admission, AdmissionRequest
 from .errors import ApiError, FieldError
 from .patches import clone, json_equal, json_patch, merge_patch, strategic_merge
@@ -234,6 +234,8 @@ class ApiServer:
                 self.counts["discovery"] += 1
                 return self._json(discovery)
         target = self._resolve(segments)
+        if not protobuf.accepts_json(request.headers.get("Accept", "")):
+            raise errors.not_acceptable(request.headers.get("Accept", ""))
         params = request.query
         method = request.method
         if method == "GET":
@@ -287,6 +289,8 @@ class ApiServer:
                 return None
             raise errors.bad_request("the body of the request is empty")
         content_types = " ".join(request.headers.getall("Content-Type", [])).lower()
+        if protobuf.CONTENT_TYPE in content_types and raw.startswith(protobuf.MAGIC):
+            return protobuf.decode(raw)
         try:
             if raw.lstrip()[:1] in (b"{", b"["):
                 return json.loads(raw)
@@ -295,7 +299,7 @@ class ApiServer:
         except (ValueError, yaml.YAMLError) as e:
             raise errors.bad_request(f"couldn't get version/kind; json parse error: {e}") from None
         if "protobuf" in content_types:
-            raise errors.unsupported_media_type("application/vnd.kubernetes.protobuf")
+            raise errors.unsupported_media_type(protobuf.CONTENT_TYPE)
         raise errors.bad_request("couldn't get version/kind; json parse error: not a JSON object")
 
     # ----------------------------------------------------------------- discovery & routing
