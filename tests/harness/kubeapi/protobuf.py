@@ -167,7 +167,7 @@ def _scalar(kind: str, wire: int, value: Any) -> Any:
 
 
 def _zero(value: Any) -> bool:
-    return value is None or value in ("", 0, False) and not isinstance(value, dict)
+    return value is None or (value in ("", 0, False) and not isinstance(value, dict))
 
 
 def decode_message(message: str, data: bytes) -> dict[str, Any]:
