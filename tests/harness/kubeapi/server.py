@@ -17,7 +17,7 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
-from . import builtins, errors, openapi, protobuf
+from . import builtins, errors, openapi, protobuf, tables
 from .admission import MUTATING, VALIDATING, Admission, AdmissionRequest
 from .errors import ApiError, FieldError
 from .patches import clone, json_equal, json_patch, merge_patch, strategic_merge
@@ -244,9 +244,14 @@ class ApiServer:
                     self.counts["watch"] += 1
                     return await self._watch(request, target)
                 self.counts["list"] += 1
-                return self._list(target, params)
+                return self._list(target, params, request.headers.get("Accept", ""))
             self.counts["get"] += 1
-            return self._json(self._for_version(self._get_existing(target), target))
+            obj = self._for_version(self._get_existing(target), target)
+            if tables.wants_table(request.headers.get("Accept", "")):
+                return self._table(
+                    target, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}, params
+                )
+            return self._json(obj)
         if method == "POST":
             if target.name is not None or (target.rtype.namespaced and target.namespace is None):
                 raise errors.method_not_allowed()
@@ -398,7 +403,20 @@ class ApiServer:
         fields = parse_field_selector(params.get("fieldSelector"), target.rtype.fields)
         return labels, fields
 
-    def _list(self, target: Target, params: Any) -> web.Response:
+    def _table(self, target: Target, objects: list[Obj], list_meta: Obj, params: Any) -> web.Response:
+        table = tables.to_table(
+            target.rtype,
+            target.rtype.printer_columns.get(target.version),
+            objects,
+            list_meta,
+            params.get("includeObject"),
+        )
+        response = self._json(table)
+        response.content_type = "application/json"
+        response.headers["Content-Type"] = tables.TABLE_CONTENT_TYPE
+        return response
+
+    def _list(self, target: Target, params: Any, accept: str = "") -> web.Response:
         labels, fields = self._selectors(target, params)
         items = [
             obj
@@ -423,6 +441,8 @@ class ApiServer:
                 json.dumps({"start": [last.get("namespace", ""), last["name"]], "rv": self.store.rv}).encode()
             ).decode()
         api_version = target.api_version
+        if tables.wants_table(accept):
+            return self._table(target, [with_version(o, api_version) for o in items], meta, params)
         return self._json(
             {
                 "kind": target.rtype.list_kind,
