@@ -442,53 +442,41 @@ BUILTIN_COLUMNS: dict[tuple[str, str], tuple[list[Obj], Row]] = {
         ],
         _pdb_row,
     ),
-    ("rbac.authorization.k8s.io", "roles"): (
-        [NAME, _column("Created At", description=AGE_DESCRIPTION)],
-        lambda o: [_meta(o).get("name"), _created_at(o)],
-    ),
-    ("rbac.authorization.k8s.io", "clusterroles"): (
-        [NAME, _column("Created At", description=AGE_DESCRIPTION)],
-        lambda o: [_meta(o).get("name"), _created_at(o)],
-    ),
-    ("rbac.authorization.k8s.io", "rolebindings"): (
-        [
-            NAME,
-            _column("Role"),
-            AGE,
-            _column("Users", priority=1),
-            _column("Groups", priority=1),
-            _column("ServiceAccounts", priority=1),
-        ],
-        _binding_row,
-    ),
-    ("rbac.authorization.k8s.io", "clusterrolebindings"): (
-        [
-            NAME,
-            _column("Role"),
-            AGE,
-            _column("Users", priority=1),
-            _column("Groups", priority=1),
-            _column("ServiceAccounts", priority=1),
-        ],
-        _binding_row,
-    ),
     ("coordination.k8s.io", "leases"): (
         [NAME, _column("Holder", description="The holder of the lease"), AGE],
         lambda o: [_meta(o).get("name"), (o.get("spec") or {}).get("holderIdentity", ""), _age(o)],
-    ),
-    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): (
-        [NAME, _column("Webhooks", "integer"), AGE],
-        lambda o: [_meta(o).get("name"), len(o.get("webhooks") or []), _age(o)],
-    ),
-    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): (
-        [NAME, _column("Webhooks", "integer"), AGE],
-        lambda o: [_meta(o).get("name"), len(o.get("webhooks") or []), _age(o)],
     ),
     ("apiextensions.k8s.io", "customresourcedefinitions"): (
         [NAME, _column("Created At", "date", AGE_DESCRIPTION)],
         lambda o: [_meta(o).get("name"), _created_at(o)],
     ),
 }
+_ROLES: tuple[list[Obj], Row] = (
+    [NAME, _column("Created At", description=AGE_DESCRIPTION)],
+    lambda o: [_meta(o).get("name"), _created_at(o)],
+)
+_BINDINGS: tuple[list[Obj], Row] = (
+    [
+        NAME,
+        _column("Role"),
+        AGE,
+        *(_column(name, priority=1) for name in ("Users", "Groups", "ServiceAccounts")),
+    ],
+    _binding_row,
+)
+_WEBHOOKS: tuple[list[Obj], Row] = (
+    [NAME, _column("Webhooks", "integer"), AGE],
+    lambda o: [_meta(o).get("name"), len(o.get("webhooks") or []), _age(o)],
+)
+for _plural, _columns in (
+    ("roles", _ROLES),
+    ("clusterroles", _ROLES),
+    ("rolebindings", _BINDINGS),
+    ("clusterrolebindings", _BINDINGS),
+):
+    BUILTIN_COLUMNS[("rbac.authorization.k8s.io", _plural)] = _columns
+for _plural in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+    BUILTIN_COLUMNS[("admissionregistration.k8s.io", _plural)] = _WEBHOOKS
 DEFAULT_COLUMNS: tuple[list[Obj], Row] = (
     [NAME, _column("Created At", "date", AGE_DESCRIPTION)],
     lambda o: [_meta(o).get("name"), _created_at(o)],
