@@ -33,6 +33,10 @@ e2e: venv
 demo: venv
 	$(PY) -m tests.harness.demo
 
+# the demo, then everything left running: prints the `export KUBECONFIG=...` line
+playground: venv
+	$(PY) -m tests.harness.demo --keep
+
 lint: venv
 	$(VENV)/bin/ruff check operator tests scripts bench
 	$(VENV)/bin/ruff format --check operator tests scripts bench
