@@ -116,6 +116,7 @@ def keep_running(kubeconfig: str, sts_url: str, operator: subprocess.Popen[bytes
     print(f"  export PATH={kubectl.parent}:$PATH   # kubectl 1.33 and helm 4 ({helm.name})")
     print(f"  export AWS_ENDPOINT_URL_STS={sts_url}")
     print(f"  kubectl get assumedroles -n {NAMESPACE}")
+
     def interrupted(*_: object) -> None:
         raise KeyboardInterrupt
 
