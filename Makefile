@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test unit integration e2e demo lint bench manifests verify clean
+.PHONY: venv test unit integration userpath e2e demo playground lint bench manifests verify clean
 
 venv: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 test: venv
-	$(PY) -m pytest tests/unit tests/integration
+	$(PY) -m pytest tests/unit tests/integration tests/userpath
 
 unit: venv
 	$(PY) -m pytest tests/unit
@@ -23,11 +23,19 @@ unit: venv
 integration: venv
 	$(PY) -m pytest tests/integration
 
+# real kubectl and helm against the API emulator: install, bind, inject, upgrade, uninstall
+userpath: venv
+	$(PY) -m pytest tests/userpath
+
 e2e: venv
 	$(PY) -m pytest -m e2e tests/e2e
 
 demo: venv
 	$(PY) -m tests.harness.demo
+
+# the demo, then everything left running: prints the `export KUBECONFIG=...` line
+playground: venv
+	$(PY) -m tests.harness.demo --keep
 
 lint: venv
 	$(VENV)/bin/ruff check operator tests scripts bench

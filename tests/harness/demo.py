@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -103,6 +104,30 @@ def aws_cli() -> list[str]:
     from tests.harness.sdk import aws_cli as ensure_awscli
 
     return [str(ensure_awscli())]
+
+
+def keep_running(kubeconfig: str, sts_url: str, operator: subprocess.Popen[bytes]) -> None:
+    """``make playground``: leave everything running for the README's commands, until Ctrl-C."""
+    from tests.harness.tools import ensure_helm, ensure_kubectl
+
+    kubectl, helm = ensure_kubectl(), ensure_helm()
+    say("Playground: the emulator, the local STS and the operator keep running (Ctrl-C stops them)")
+    print(f"  export KUBECONFIG={kubeconfig}")
+    print(f"  export PATH={kubectl.parent}:$PATH   # kubectl 1.33 and helm 4 ({helm.name})")
+    print(f"  export AWS_ENDPOINT_URL_STS={sts_url}")
+    print(f"  kubectl get assumedroles -n {NAMESPACE}")
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)  # `kill` stops it as cleanly as Ctrl-C
+    signal.signal(signal.SIGINT, interrupted)  # also when started in the background
+    try:
+        while operator.poll() is None:
+            time.sleep(1)
+        print(f"demo: the operator exited ({operator.returncode}); see {DEMO_DIR / 'operator.log'}")
+    except KeyboardInterrupt:
+        print()
 
 
 def main() -> int:
@@ -234,6 +259,8 @@ def main() -> int:
             return 1
         say(f"Done in {time.monotonic() - started:.1f}s: the AWS CLI acted as {ident['Arn']}")
         print(f"  operator log: {DEMO_DIR / 'operator.log'}")
+        if os.environ.get("KEEP") or "--keep" in sys.argv[1:]:
+            keep_running(kubeconfig, proxy.url, operator)
         return 0
     finally:
         if operator is not None:

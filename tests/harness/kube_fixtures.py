@@ -138,11 +138,12 @@ def raw_request(
     query: dict[str, Any] | None = None,
     body: Any = None,
     content_type: str | None = None,
+    accept: str = "application/json",
     timeout: float = 30,
 ) -> RawResponse:
     """Send any request through the client's connection and credentials; never raises on
     HTTP errors (the status is in the result)."""
-    headers = {"Accept": "application/json"}
+    headers = {"Accept": accept}
     if content_type:
         headers["Content-Type"] = content_type
     elif body is not None:

@@ -45,6 +45,7 @@ from tests.harness.kube_fixtures import (
     create_test_namespace,
     delete_test_namespace,
     raw_request,
+    unique_namespace_name,
 )
 from tests.harness.wait import wait_for
 
@@ -1719,3 +1720,242 @@ def test_command_line_server(kube_target: KubeTarget, tmp_path: pathlib.Path) ->
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+# --------------------------------------------------------------------------- what kubectl and helm need
+
+
+def test_openapi_v3_serves_builtin_and_crd_schemas(target_api: Any, crds: None) -> None:
+    root = raw_request(target_api, "GET", "/openapi/v3").json()["paths"]
+    for gv in ("api/v1", "apis/apps/v1", "apis/rbac.authorization.k8s.io/v1", f"apis/{GROUP}/v1"):
+        assert root[gv]["serverRelativeURL"].startswith(f"/openapi/v3/{gv}?hash="), gv
+
+    def patch_of(doc: dict[str, Any], kind: str) -> dict[str, Any]:
+        return next(
+            op["patch"]
+            for op in doc["paths"].values()
+            if "patch" in op and op["patch"]["x-kubernetes-group-version-kind"]["kind"] == kind
+        )
+
+    core = raw_request(target_api, "GET", root["api/v1"]["serverRelativeURL"]).json()
+    secret_patch = patch_of(core, "Secret")
+    assert {"fieldValidation", "fieldManager", "dryRun"} <= {p["name"] for p in secret_patch["parameters"]}
+    assert "application/strategic-merge-patch+json" in secret_patch["requestBody"]["content"]
+    secret = core["components"]["schemas"]["io.k8s.api.core.v1.Secret"]
+    assert {"group": "", "version": "v1", "kind": "Secret"} in secret["x-kubernetes-group-version-kind"]
+    assert secret["properties"]["data"]["additionalProperties"]["format"] == "byte"
+    containers = core["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]
+    assert containers["x-kubernetes-patch-merge-key"] == "name"
+
+    custom = raw_request(target_api, "GET", root[f"apis/{GROUP}/v1"]["serverRelativeURL"]).json()
+    widget_patch = patch_of(custom, "Widget")
+    assert "fieldValidation" in {p["name"] for p in widget_patch["parameters"]}
+    assert "application/strategic-merge-patch+json" not in widget_patch["requestBody"]["content"]
+    schema = next(
+        s
+        for s in custom["components"]["schemas"].values()
+        if {"group": GROUP, "version": "v1", "kind": "Widget"} in s.get("x-kubernetes-group-version-kind", [])
+    )
+    assert schema["properties"]["spec"]["properties"]["size"]["type"] == "integer"
+    assert "metadata" in schema["properties"]
+
+
+def test_openapi_v2_as_json(target_api: Any) -> None:
+    doc = raw_request(target_api, "GET", "/openapi/v2").json()
+    assert doc["swagger"] == "2.0"
+    pod = doc["definitions"]["io.k8s.api.core.v1.Pod"]
+    assert pod["properties"]["spec"]["$ref"] == "#/definitions/io.k8s.api.core.v1.PodSpec"
+    assert doc["definitions"]["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]["format"] == "int-or-string"
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb(number: int, value: bytes | str) -> bytes:
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def protobuf_body(api_version: str, kind: str, message: bytes) -> bytes:
+    """The k8s\\x00 envelope (runtime.Unknown) around one object's message."""
+    return b"k8s\x00" + _pb(1, _pb(1, api_version) + _pb(2, kind)) + _pb(2, message)
+
+
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+
+
+def test_protobuf_request_bodies(target_api: Any, request: pytest.FixtureRequest) -> None:
+    """What client-go's typed clients send (kubectl create, helm's release Secret)."""
+    ns_name = unique_namespace_name(request.node.name)
+    meta = _pb(1, _pb(1, ns_name) + _pb(11, _pb(1, "team") + _pb(2, "a")))
+    created = raw_request(
+        target_api, "POST", "/api/v1/namespaces", accept=f"{PROTOBUF}, application/json",
+        content_type=PROTOBUF, body=protobuf_body("v1", "Namespace", meta),
+    )  # fmt: skip
+    assert created.status == 201, created.data
+    assert created.json()["metadata"]["labels"]["team"] == "a"
+    try:
+        # Secret: ObjectMeta 1, data 2 (map<string, bytes>), type 3
+        secret = _pb(1, _pb(1, "s1")) + _pb(2, _pb(1, "key") + _pb(2, b"\x00\xffbytes")) + _pb(3, "Opaque")
+        done = raw_request(
+            target_api, "POST", f"/api/v1/namespaces/{ns_name}/secrets", accept=f"{PROTOBUF}, application/json",
+            content_type=PROTOBUF, body=protobuf_body("v1", "Secret", secret),
+        )  # fmt: skip
+        assert done.status == 201, done.data
+        stored = core(target_api).read_namespaced_secret("s1", ns_name)
+        assert base64.b64decode(stored.data["key"]) == b"\x00\xffbytes" and stored.type == "Opaque"
+    finally:
+        delete_test_namespace(target_api, ns_name)
+
+
+def test_protobuf_of_an_unknown_kind_is_refused_by_name(kube_target: KubeTarget, target_api: Any) -> None:
+    kube_target.require_emulator()
+    done = raw_request(
+        target_api, "POST", "/api/v1/namespaces/default/configmaps", content_type=PROTOBUF,
+        body=protobuf_body("batch/v1", "CronJob", _pb(1, _pb(1, "x"))),
+    )  # fmt: skip
+    assert done.status == 415
+    assert "CronJob (batch/v1)" in done.json()["message"]
+
+
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+
+
+def test_table_output_of_built_in_kinds(target_api: Any, target_namespace: str) -> None:
+    table = raw_request(target_api, "GET", "/api/v1/namespaces", accept=TABLE).json()
+    assert table["kind"] == "Table" and table["apiVersion"] == "meta.k8s.io/v1"
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Status", "Age"]
+    row = next(r for r in table["rows"] if r["cells"][0] == target_namespace)
+    assert row["cells"][1] == "Active" and row["cells"][2].endswith("s")
+    assert row["object"]["kind"] == "PartialObjectMetadata"
+    assert row["object"]["metadata"]["name"] == target_namespace
+    core(target_api).create_namespaced_secret(
+        target_namespace, {"metadata": {"name": "t"}, "stringData": {"a": "1", "b": "2"}}
+    )
+    one = raw_request(
+        target_api, "GET", f"/api/v1/namespaces/{target_namespace}/secrets/t", accept=TABLE,
+        query={"includeObject": "None"},
+    ).json()  # fmt: skip
+    assert [c["name"] for c in one["columnDefinitions"]] == ["Name", "Type", "Data", "Age"]
+    assert one["rows"][0]["cells"][:3] == ["t", "Opaque", 2] and "object" not in one["rows"][0]
+
+
+def gauge_crd() -> dict[str, Any]:
+    crd = simple_crd("gauges", "Gauge", "Namespaced")
+    crd["spec"]["versions"][0]["additionalPrinterColumns"] = [
+        {"name": "Label", "type": "string", "jsonPath": ".spec.label"},
+        {"name": "Tags", "type": "string", "jsonPath": ".spec.tags"},
+        {"name": "Count", "type": "integer", "jsonPath": ".spec.count"},
+        {"name": "Ratio", "type": "number", "jsonPath": ".spec.ratio"},
+        {"name": "On", "type": "boolean", "jsonPath": ".spec.on"},
+        {"name": "Ready", "type": "string", "jsonPath": '.spec.conditions[?(@.type=="Ready")].status'},
+        {"name": "When", "type": "date", "jsonPath": ".spec.when"},
+        {"name": "Detail", "type": "string", "priority": 1, "jsonPath": ".spec.detail"},
+    ]
+    return crd
+
+
+def test_table_output_of_printer_columns(
+    target_api: Any, target_namespace: str, tmp_path: pathlib.Path
+) -> None:
+    """Each column type the way the API server prints it (a future date is <invalid>)."""
+    apply_crds(target_api, write_crds(tmp_path, gauge_crd()))
+    try:
+        now = time.time()
+
+        def stamp(offset: float) -> str:
+            return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + offset))
+
+        specs = {
+            "past": {"label": "x", "tags": ["a", "b"], "count": 3, "ratio": 1.5, "on": True, "when": stamp(-7500),
+                     "conditions": [{"type": "Other", "status": "False"}, {"type": "Ready", "status": "True"}]},
+            "future": {"when": stamp(3600), "count": "three", "on": "yes"},
+            "garbage": {"when": "yesterday", "label": 7},
+        }  # fmt: skip
+        for name, spec in specs.items():
+            custom(target_api).create_namespaced_custom_object(
+                GROUP, "v1", target_namespace, "gauges",
+                {"apiVersion": f"{GROUP}/v1", "kind": "Gauge", "metadata": {"name": name}, "spec": spec},
+            )  # fmt: skip
+        table = raw_request(
+            target_api, "GET", f"/apis/{GROUP}/v1/namespaces/{target_namespace}/gauges", accept=TABLE
+        ).json()
+        columns = [(c["name"], c["type"], c["priority"]) for c in table["columnDefinitions"]]
+        assert columns[0] == ("Name", "string", 0) and columns[-1] == ("Detail", "string", 1)
+        rows = {r["cells"][0]: r["cells"] for r in table["rows"]}
+        assert rows["past"][1:8] == ["x", '["a","b"]', 3, 1.5, True, "True", "125m"]
+        assert rows["past"][8] is None  # no value: kubectl prints nothing there
+        assert rows["future"][1:8] == [None, None, None, None, None, None, "<invalid>"]
+        assert rows["garbage"][1] == "7" and rows["garbage"][7] == "<invalid>"
+    finally:
+        kubernetes.client.ApiextensionsV1Api(target_api).delete_custom_resource_definition(f"gauges.{GROUP}")
+
+
+def test_apps_rbac_and_policy_groups(target_api: Any, target_namespace: str) -> None:
+    labels = {"app": "demo"}
+    deployment = kubernetes.client.AppsV1Api(target_api).create_namespaced_deployment(
+        target_namespace,
+        {
+            "metadata": {"name": "demo"},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "c", "image": "x:1"}]},
+                },
+            },
+        },
+    )
+    assert deployment.spec.replicas == 1 and deployment.spec.strategy.type == "RollingUpdate"
+    assert deployment.spec.template.spec.restart_policy == "Always"
+    assert deployment.metadata.generation == 1
+    bad = expect_error(
+        422,
+        kubernetes.client.AppsV1Api(target_api).create_namespaced_deployment,
+        target_namespace,
+        {
+            "metadata": {"name": "bad"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "other"}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "c", "image": "x"}]},
+                },
+            },
+        },
+    )
+    assert "selector" in bad["message"]
+    rbac = kubernetes.client.RbacAuthorizationV1Api(target_api)
+    rbac.create_namespaced_role(
+        target_namespace,
+        {"metadata": {"name": "r"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]},
+    )
+    rbac.create_namespaced_role_binding(
+        target_namespace,
+        {
+            "metadata": {"name": "rb"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": target_namespace}],
+        },
+    )
+    changed = expect_error(
+        422,
+        rbac.patch_namespaced_role_binding,
+        "rb",
+        target_namespace,
+        {"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "other"}},
+    )
+    assert "roleRef" in changed["message"]
+    pdb = kubernetes.client.PolicyV1Api(target_api).create_namespaced_pod_disruption_budget(
+        target_namespace,
+        {"metadata": {"name": "p"}, "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}}},
+    )
+    assert pdb.spec.max_unavailable == 1
+    groups = {g["name"] for g in raw_request(target_api, "GET", "/apis").json()["groups"]}
+    assert {"apps", "rbac.authorization.k8s.io", "policy", "networking.k8s.io"} <= groups

@@ -9,20 +9,37 @@ or as a process: ``python -m tests.harness.kubeapi --port 0 --kubeconfig PATH [-
 
 What it does, like a real API server (pinned by tests/integration/test_kubeapi_contract.py):
 discovery; built-in v1 namespaces/secrets/configmaps/pods/serviceaccounts/services/events,
-events.k8s.io events, leases, CRDs and webhook configurations; server-managed metadata
-(uid, one global resourceVersion, generation, generateName, stringData); GET/LIST (limit and
-continue)/WATCH (resume from a bounded history, 410 Gone, bookmarks, timeoutSeconds);
-label and field selectors; POST/PUT/PATCH (merge, JSON with test ops, strategic merge for
-built-ins, server-side apply as a plain merge)/DELETE; Status errors; status subresources;
-finalizers; garbage collection by ownerReferences (Background/Foreground/Orphan); namespace
-and CRD termination; CRD schemas (pruning, defaults, validation, CEL rules through
-``cel-python`` when installed); mutating and validating admission webhooks over HTTPS.
+events.k8s.io events, leases, apps/v1 deployments, policy/v1 poddisruptionbudgets,
+networking.k8s.io/v1 networkpolicies, rbac.authorization.k8s.io/v1 roles/clusterroles/
+rolebindings/clusterrolebindings (stored, not enforced), CRDs and webhook configurations;
+server-managed metadata (uid, one global resourceVersion, generation, generateName,
+stringData); GET/LIST (limit and continue)/WATCH (resume from a bounded history, 410 Gone,
+bookmarks, timeoutSeconds); label and field selectors; POST/PUT/PATCH (merge, JSON with test
+ops, strategic merge for built-ins, server-side apply as a plain merge)/DELETE; Status errors;
+status subresources; finalizers; garbage collection by ownerReferences (Background/Foreground/
+Orphan); namespace and CRD termination; CRD schemas (pruning, defaults, validation, CEL rules
+through ``cel-python`` when installed); mutating and validating admission webhooks over HTTPS.
+
+For real kubectl (1.33) and helm (4):
+- ``/openapi/v3`` and its per-group-version documents, ``/openapi/v2`` as JSON (openapi.py):
+  the official built-in schemas from the ``kubernetes-validate`` package, the CRDs' schemas,
+  and PATCH operations with ``fieldValidation`` so clients leave validation to the server;
+- protobuf request bodies of the built-in kinds client-go's typed clients send (protobuf.py,
+  field tables in protobuf_fields.py), 415 naming any other kind, 406 when the client does
+  not accept JSON;
+- server-side printing, ``Accept: ...;as=Table;g=meta.k8s.io;v=v1`` (tables.py): built-in
+  printers and CRD ``additionalPrinterColumns`` with the API server's cell rules (a future
+  ``date`` is ``<invalid>``);
+- webhook Services routed to local processes (``route_service``), and a kubelet stand-in that
+  runs an installed Deployment's operator as a local process (kubelet.py).
 
 Known differences from a real server: no RBAC (a wrong token gets 401, no token is
-"system:anonymous"); no protobuf (kubectl can read, apply CRDs and custom resources, and
-create built-ins with ``apply --server-side``; it needs ``--validate=false``: no /openapi);
-no conversion webhooks or scale subresource; pods are never scheduled; built-in kinds are
-validated only where tests need it (names, labels, ownerReferences, pods, webhooks, CRDs).
+"system:anonymous"); server-side apply is a merge without managedFields or conflicts;
+``/openapi/v2`` is JSON only (client-go asks for protobuf, gets 406 and uses v3); legacy
+discovery only (kubectl falls back from the aggregated form); no watch in Table form; no
+conversion webhooks or scale subresource; pods are never scheduled (kubelet.py runs one
+Deployment on request); built-in kinds are validated only where tests need it (names, labels,
+ownerReferences, pods, deployments, RBAC bindings, webhooks, CRDs).
 """
 
 from .emulator import DEFAULT_TOKEN, DEFAULT_USER, KubeAPIEmulator, read_crd_manifests

@@ -78,6 +78,8 @@ class Admission:
         self.session: aiohttp.ClientSession | None = None
         self._contexts: dict[str, ssl.SSLContext] = {}
         self.calls = 0
+        # kube-proxy's part: (namespace, service, port) -> (host, port) of the process serving it
+        self.service_routes: dict[tuple[str, str, int], tuple[str, int]] = {}
 
     async def close(self) -> None:
         if self.session is not None:
@@ -159,12 +161,16 @@ class Admission:
     async def _call(self, hook: dict[str, Any], review: dict[str, Any]) -> dict[str, Any]:
         client = hook.get("clientConfig") or {}
         url = client.get("url")
+        target, server_hostname = url, None
         if not url:
             service = client.get("service") or {}
-            url = (
-                f"https://{service.get('name')}.{service.get('namespace')}.svc:"
-                f"{service.get('port', 443)}{service.get('path', '')}"
-            )
+            port = int(service.get("port", 443))
+            host = f"{service.get('name')}.{service.get('namespace')}.svc"
+            url = target = f"https://{host}:{port}{service.get('path', '')}"
+            route = self.service_routes.get((service.get("namespace"), service.get("name"), port))
+            if route is not None:
+                target = f"https://{route[0]}:{route[1]}{service.get('path', '')}"
+                server_hostname = host  # the certificate is checked against the Service's name
         if self.session is None:
             # One connection per call: no idle keep-alive connections to webhook servers that
             # stop (an in-process kopf would otherwise leave unclosed transports behind).
@@ -175,7 +181,9 @@ class Admission:
             ssl_context = self._ssl_context(client.get("caBundle"))
         self.calls += 1
         try:
-            async with self.session.post(url, json=review, ssl=ssl_context, timeout=timeout) as response:
+            async with self.session.post(
+                target, json=review, ssl=ssl_context, timeout=timeout, server_hostname=server_hostname
+            ) as response:
                 text = await response.text()
                 if response.status != 200:
                     raise WebhookFailure(

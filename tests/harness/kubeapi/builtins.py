@@ -84,6 +84,13 @@ TOP_LEVEL_FIELDS: dict[tuple[str, str], frozenset[str]] = {
             "deprecatedLastTimestamp",
             "deprecatedCount",
         ),
+        ("apps", "deployments"): ("spec", "status"),
+        ("policy", "poddisruptionbudgets"): ("spec", "status"),
+        ("networking.k8s.io", "networkpolicies"): ("spec",),
+        ("rbac.authorization.k8s.io", "roles"): ("rules",),
+        ("rbac.authorization.k8s.io", "clusterroles"): ("rules", "aggregationRule"),
+        ("rbac.authorization.k8s.io", "rolebindings"): ("subjects", "roleRef"),
+        ("rbac.authorization.k8s.io", "clusterrolebindings"): ("subjects", "roleRef"),
         ("coordination.k8s.io", "leases"): ("spec",),
         ("apiextensions.k8s.io", "customresourcedefinitions"): ("spec", "status"),
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): ("webhooks",),
@@ -126,6 +133,8 @@ def prepare(rtype: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None
         _prepare_pod(obj)
     elif _is(rtype, "", "services"):
         _prepare_service(obj, old)
+    elif _is(rtype, "apps", "deployments"):
+        _prepare_deployment(obj)
     elif rtype.group == "admissionregistration.k8s.io":
         _prepare_webhooks(obj, mutating=rtype.plural.startswith("mutating"))
     elif _is(rtype, "apiextensions.k8s.io", "customresourcedefinitions"):
@@ -190,25 +199,52 @@ def _prepare_container(container: dict[str, Any]) -> None:
             port.setdefault("protocol", "TCP")
 
 
-def _prepare_pod(obj: dict[str, Any]) -> None:
-    spec = obj.setdefault("spec", {})
-    if not isinstance(spec, dict):
-        return
-    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
-    spec["serviceAccountName"] = account
-    spec["serviceAccount"] = account
+def _prepare_pod_spec(spec: dict[str, Any]) -> None:
+    """The defaults of a pod spec, in a pod or in a template."""
     spec.setdefault("restartPolicy", "Always")
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("terminationGracePeriodSeconds", 30)
     spec.setdefault("schedulerName", "default-scheduler")
     spec.setdefault("securityContext", {})
-    spec.setdefault("enableServiceLinks", True)
-    spec.setdefault("priority", 0)
-    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
     for field in ("containers", "initContainers"):
         for container in spec.get(field) or []:
             if isinstance(container, dict):
                 _prepare_container(container)
+
+
+def _prepare_pod(obj: dict[str, Any]) -> None:
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return
+    # what the ServiceAccount and Priority admission plugins add to a new pod
+    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    spec["serviceAccountName"] = account
+    spec["serviceAccount"] = account
+    spec.setdefault("enableServiceLinks", True)
+    spec.setdefault("priority", 0)
+    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    _prepare_pod_spec(spec)
+
+
+def _prepare_deployment(obj: dict[str, Any]) -> None:
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("replicas", 1)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    strategy = spec.setdefault("strategy", {})
+    if isinstance(strategy, dict):
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            rolling = strategy.setdefault("rollingUpdate", {})
+            rolling.setdefault("maxUnavailable", "25%")
+            rolling.setdefault("maxSurge", "25%")
+    template = spec.get("template")
+    if isinstance(template, dict):
+        template.setdefault("metadata", {})
+        if isinstance(template.setdefault("spec", {}), dict):
+            _prepare_pod_spec(template["spec"])
 
 
 def _prepare_service(obj: dict[str, Any], old: dict[str, Any] | None) -> None:
@@ -375,6 +411,10 @@ def validate(rtype: ResourceType, obj: dict[str, Any], old: dict[str, Any] | Non
                 errors.append(FieldError.invalid(f"data[{key}]", value, "must be a string"))
     elif rtype.group == "admissionregistration.k8s.io":
         errors.extend(_validate_webhooks(obj))
+    elif _is(rtype, "apps", "deployments"):
+        errors.extend(_validate_deployment(obj))
+    elif rtype.group == "rbac.authorization.k8s.io" and rtype.plural.endswith("bindings"):
+        errors.extend(_validate_binding(obj, old))
     elif _is(rtype, "apiextensions.k8s.io", "customresourcedefinitions"):
         errors.extend(_validate_crd(obj, old))
     return errors
@@ -429,6 +469,42 @@ def _validate_pod(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Field
                     "previously negative)",
                 )
             )
+    return errors
+
+
+def _validate_deployment(obj: dict[str, Any]) -> list[FieldError]:
+    errors: list[FieldError] = []
+    spec = obj.get("spec") or {}
+    selector = spec.get("selector")
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    if not isinstance(selector, dict) or not (
+        selector.get("matchLabels") or selector.get("matchExpressions")
+    ):
+        errors.append(FieldError.required("spec.selector", ""))
+    elif any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        errors.append(
+            FieldError.invalid(
+                "spec.template.metadata.labels", labels, "`selector` does not match template `labels`"
+            )
+        )
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers")
+    if not containers:
+        errors.append(FieldError.required("spec.template.spec.containers", ""))
+    return errors
+
+
+def _validate_binding(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
+    errors: list[FieldError] = []
+    ref = obj.get("roleRef")
+    if not isinstance(ref, dict) or not ref.get("kind") or not ref.get("name"):
+        errors.append(FieldError.required("roleRef", "kind and name are required"))
+    elif ref.get("kind") not in ("Role", "ClusterRole"):
+        errors.append(FieldError.not_supported("roleRef.kind", ref.get("kind"), ["ClusterRole", "Role"]))
+    if old is not None and not json_equal(old.get("roleRef"), ref):
+        errors.append(FieldError.invalid("roleRef", ref, "cannot change roleRef"))
+    for n, subject in enumerate(obj.get("subjects") or []):
+        if not isinstance(subject, dict) or not subject.get("kind") or not subject.get("name"):
+            errors.append(FieldError.required(f"subjects[{n}]", "kind and name are required"))
     return errors
 
 

@@ -199,6 +199,13 @@ class KubeAPIEmulator:
     def webhook_calls(self) -> int:
         return self.call(lambda s: s.admission.calls)
 
+    def route_service(self, namespace: str, name: str, port: int, host: str, target_port: int) -> None:
+        """Send webhook calls for Service ``namespace/name:port`` to ``host:target_port`` (what
+        DNS and kube-proxy do in a cluster; the TLS name checked stays ``name.namespace.svc``)."""
+        self.call(
+            lambda s: s.admission.service_routes.__setitem__((namespace, name, port), (host, target_port))
+        )
+
     def apply(self, manifests: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Create or replace objects from manifests directly (no HTTP, no auth)."""
         docs = [m for m in manifests if m]

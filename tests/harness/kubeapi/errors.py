@@ -123,6 +123,15 @@ def unsupported_media_type(content_type: str) -> ApiError:
     )
 
 
+def not_acceptable(accept: str) -> ApiError:
+    return ApiError(
+        406,
+        "NotAcceptable",
+        f"only the following media types are accepted: application/json, application/yaml (got {accept!r})",
+        {},
+    )
+
+
 def forbidden(plural: str, group: str, name: str, why: str) -> ApiError:
     return ApiError(
         403,

@@ -27,6 +27,7 @@ class ResourceType:
     fields: frozenset[str] = COMMON_FIELDS
     extra_subresources: tuple[str, ...] = ()
     schemas: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    printer_columns: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
     crd_name: str | None = None
     storage_version: str = ""
     deleting: bool = False  # the CRD is being deleted: no new objects
@@ -177,6 +178,48 @@ def builtin_types() -> list[ResourceType]:
         ),
         ResourceType("coordination.k8s.io", ["v1"], "leases", "lease", "Lease", True),
         ResourceType(
+            "apps",
+            ["v1"],
+            "deployments",
+            "deployment",
+            "Deployment",
+            True,
+            short_names=["deploy"],
+            categories=["all"],
+            status_subresource=True,
+            generation=True,
+        ),
+        ResourceType(
+            "policy",
+            ["v1"],
+            "poddisruptionbudgets",
+            "poddisruptionbudget",
+            "PodDisruptionBudget",
+            True,
+            short_names=["pdb"],
+            status_subresource=True,
+            generation=True,
+        ),
+        ResourceType(
+            "networking.k8s.io",
+            ["v1"],
+            "networkpolicies",
+            "networkpolicy",
+            "NetworkPolicy",
+            True,
+            short_names=["netpol"],
+            generation=True,
+        ),
+        *(
+            ResourceType("rbac.authorization.k8s.io", ["v1"], plural, plural[:-1], kind, namespaced)
+            for plural, kind, namespaced in (
+                ("roles", "Role", True),
+                ("rolebindings", "RoleBinding", True),
+                ("clusterroles", "ClusterRole", False),
+                ("clusterrolebindings", "ClusterRoleBinding", False),
+            )
+        ),
+        ResourceType(
             "apiextensions.k8s.io",
             ["v1"],
             "customresourcedefinitions",
@@ -236,6 +279,10 @@ def crd_to_type(crd: dict[str, Any]) -> ResourceType:
     for v in served:
         schema = ((v.get("schema") or spec.get("validation") or {}).get("openAPIV3Schema")) or {}
         schemas[v["name"]] = schema
+    printer_columns = {
+        v["name"]: list(v.get("additionalPrinterColumns") or spec.get("additionalPrinterColumns") or [])
+        for v in served
+    }
     fields = set(COMMON_FIELDS)
     for v in served:
         for selectable in v.get("selectableFields") or []:
@@ -256,6 +303,7 @@ def crd_to_type(crd: dict[str, Any]) -> ResourceType:
         generation=True,
         fields=frozenset(fields),
         schemas=schemas,
+        printer_columns=printer_columns,
         crd_name=(crd.get("metadata") or {}).get("name"),
         storage_version=storage or (ordered[0]["name"] if ordered else "v1"),
     )

@@ -17,7 +17,7 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
-from . import builtins, errors
+from . import builtins, errors, openapi, protobuf, tables
 from .admission import MUTATING, VALIDATING, Admission, AdmissionRequest
 from .errors import ApiError, FieldError
 from .patches import clone, json_equal, json_patch, merge_patch, strategic_merge
@@ -128,6 +128,7 @@ class ApiServer:
         self.admission = Admission(self.store)
         self.cel = CelRules()
         self.validator = Validator(self.cel)
+        self.openapi = openapi.OpenAPIDocuments()
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
         self.counts: collections.Counter[str] = collections.Counter()
@@ -225,12 +226,16 @@ class ApiServer:
             return self._json(VERSION_INFO)
         username = self._authenticate(request)
         segments = [urllib.parse.unquote(s) for s in path.split("/") if s]
+        if segments[:1] == ["openapi"] and request.method == "GET":
+            return self._openapi(request, segments)
         if request.method == "GET":
             discovery = self._discovery(segments)
             if discovery is not None:
                 self.counts["discovery"] += 1
                 return self._json(discovery)
         target = self._resolve(segments)
+        if not protobuf.accepts_json(request.headers.get("Accept", "")):
+            raise errors.not_acceptable(request.headers.get("Accept", ""))
         params = request.query
         method = request.method
         if method == "GET":
@@ -239,9 +244,14 @@ class ApiServer:
                     self.counts["watch"] += 1
                     return await self._watch(request, target)
                 self.counts["list"] += 1
-                return self._list(target, params)
+                return self._list(target, params, request.headers.get("Accept", ""))
             self.counts["get"] += 1
-            return self._json(self._for_version(self._get_existing(target), target))
+            obj = self._for_version(self._get_existing(target), target)
+            if tables.wants_table(request.headers.get("Accept", "")):
+                return self._table(
+                    target, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}, params
+                )
+            return self._json(obj)
         if method == "POST":
             if target.name is not None or (target.rtype.namespaced and target.namespace is None):
                 raise errors.method_not_allowed()
@@ -270,6 +280,13 @@ class ApiServer:
             return await self._delete(target, body, params, username)
         raise errors.method_not_allowed()
 
+    def _openapi(self, request: web.Request, segments: list[str]) -> web.Response:
+        self.counts["discovery"] += 1
+        status, body, content_type = openapi.serve(
+            self.openapi, self.store.by_group_version, segments, request.headers.get("Accept", "")
+        )
+        return web.Response(body=body, status=status, content_type=content_type)
+
     async def _body(self, request: web.Request, *, allow_empty: bool = False) -> Any:
         raw = await request.read()
         if not raw.strip():
@@ -277,6 +294,8 @@ class ApiServer:
                 return None
             raise errors.bad_request("the body of the request is empty")
         content_types = " ".join(request.headers.getall("Content-Type", [])).lower()
+        if protobuf.CONTENT_TYPE in content_types and raw.startswith(protobuf.MAGIC):
+            return protobuf.decode(raw)
         try:
             if raw.lstrip()[:1] in (b"{", b"["):
                 return json.loads(raw)
@@ -285,7 +304,7 @@ class ApiServer:
         except (ValueError, yaml.YAMLError) as e:
             raise errors.bad_request(f"couldn't get version/kind; json parse error: {e}") from None
         if "protobuf" in content_types:
-            raise errors.unsupported_media_type("application/vnd.kubernetes.protobuf")
+            raise errors.unsupported_media_type(protobuf.CONTENT_TYPE)
         raise errors.bad_request("couldn't get version/kind; json parse error: not a JSON object")
 
     # ----------------------------------------------------------------- discovery & routing
@@ -384,7 +403,20 @@ class ApiServer:
         fields = parse_field_selector(params.get("fieldSelector"), target.rtype.fields)
         return labels, fields
 
-    def _list(self, target: Target, params: Any) -> web.Response:
+    def _table(self, target: Target, objects: list[Obj], list_meta: Obj, params: Any) -> web.Response:
+        table = tables.to_table(
+            target.rtype,
+            target.rtype.printer_columns.get(target.version),
+            objects,
+            list_meta,
+            params.get("includeObject"),
+        )
+        response = self._json(table)
+        response.content_type = "application/json"
+        response.headers["Content-Type"] = tables.TABLE_CONTENT_TYPE
+        return response
+
+    def _list(self, target: Target, params: Any, accept: str = "") -> web.Response:
         labels, fields = self._selectors(target, params)
         items = [
             obj
@@ -409,6 +441,8 @@ class ApiServer:
                 json.dumps({"start": [last.get("namespace", ""), last["name"]], "rv": self.store.rv}).encode()
             ).decode()
         api_version = target.api_version
+        if tables.wants_table(accept):
+            return self._table(target, [with_version(o, api_version) for o in items], meta, params)
         return self._json(
             {
                 "kind": target.rtype.list_kind,
