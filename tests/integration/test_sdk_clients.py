@@ -41,7 +41,7 @@ import jsonpatch
 import pytest
 
 from rolecall.index import BindingIndex
-from rolecall.inject import SIDECAR_NAME, plan_injection
+from rolecall.inject import SIDECAR_NAME, InjectionRequest, plan_injection
 from rolecall.model import AssumedRoleSpec, Credentials, Subject
 from rolecall.render import secret_data
 from tests.harness import sdk
@@ -141,7 +141,7 @@ class Binding:
         index.put(NAMESPACE, "s3", self.spec)
         pod = app_pod()
         plan = plan_injection(
-            pod, NAMESPACE, index, sidecar_image=IMAGE, sidecar_port=self.port, native_sidecars=True
+            InjectionRequest(pod, NAMESPACE, index, sidecar_image=IMAGE, sidecar_port=self.port)
         )
         assert plan.inject and plan.mode == self.mode, plan
         mutated: dict[str, Any] = jsonpatch.apply_patch(copy.deepcopy(pod), plan.patch)
@@ -150,7 +150,7 @@ class Binding:
     def app_env(self) -> dict[str, str]:
         """The client's environment: the harness's (endpoint, no keys) plus the injected env."""
         [app] = self.pod()["spec"]["containers"]
-        injected = {e["name"]: e["value"] for e in app["env"]}
+        injected = {e["name"]: e["value"] for e in app["env"] if "value" in e}
         return {**sdk.environment_without_credentials(), **injected}
 
     def sidecar(self) -> dict[str, Any]:
