@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test unit integration userpath e2e demo playground lint bench manifests verify clean
+.PHONY: venv test sdk-tier test-sdks unit integration security userpath e2e demo playground lint bench manifests verify clean flake-check
 
 venv: $(STAMP)
 
@@ -14,8 +14,28 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
+# The SDK compatibility tier (real clients, mostly waiting on subprocesses) runs in its own
+# pytest process beside the rest; its output follows once both are done.
+SDK_LOG := $(VENV)/sdk-tier.log
 test: venv
-	$(PY) -m pytest tests/unit tests/integration tests/userpath
+	@$(PY) -m pytest -p no:cacheprovider tests/sdk > $(SDK_LOG) 2>&1 & sdk=$$!; \
+	$(PY) -m pytest tests/unit tests/integration tests/security tests/userpath; main=$$?; \
+	wait $$sdk; tier=$$?; \
+	echo "--- SDK compatibility tier (tests/sdk) ---"; cat $(SDK_LOG); \
+	test $$main -eq 0 && test $$tier -eq 0
+
+sdk-tier: venv
+	$(PY) -m pytest tests/sdk
+
+# Opt-in (CI may skip it): Go SDK v1/v2, Ruby and the AWS CLI v2 from Debian's packages
+# (installed with apt-get when missing and running as root). Results: docs/sdks.md.
+DEBIAN_SDK_PACKAGES := golang-go golang-github-aws-aws-sdk-go-dev golang-github-aws-aws-sdk-go-v2-dev ruby-aws-sdk-core awscli
+test-sdks: venv
+	@if ! dpkg -s $(DEBIAN_SDK_PACKAGES) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEBIAN_SDK_PACKAGES); \
+	  else echo "test-sdks needs: sudo apt-get install $(DEBIAN_SDK_PACKAGES)"; exit 1; fi; \
+	fi
+	$(PY) -m pytest -m debian_sdks tests/sdk/test_debian.py
 
 unit: venv
 	$(PY) -m pytest tests/unit
@@ -26,6 +46,19 @@ integration: venv
 # real kubectl and helm against the API emulator: install, bind, inject, upgrade, uninstall
 userpath: venv
 	$(PY) -m pytest tests/userpath
+
+security: venv
+	$(PY) -m pytest tests/security
+
+# The integration and security tiers 5 times in a row while a CPU hog takes one core: a test
+# that passes only on an idle machine is a bug in the test.
+FLAKE_RUNS ?= 5
+flake-check: venv
+	@$(PY) -c "import time; end = time.time() + 7200; x = 0\nwhile time.time() < end: x += 1" & hog=$$!; \
+	status=0; for i in $$(seq $(FLAKE_RUNS)); do \
+	  echo "--- flake-check run $$i/$(FLAKE_RUNS) ---"; \
+	  $(PY) -m pytest -q -p no:randomly tests/integration tests/security || { status=1; break; }; \
+	done; kill $$hog; exit $$status
 
 e2e: venv
 	$(PY) -m pytest -m e2e tests/e2e

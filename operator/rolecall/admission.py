@@ -3,7 +3,7 @@
 The kopf handlers pass the request's object and the operator's settings in and turn the
 answer into kopf's terms:
 
-- pods (mutating): ``review_pod(...)``; append ``review.warnings`` to kopf's ``warnings``,
+- pods (mutating): ``review_pod(InjectionRequest.of(pod, namespace, index, settings, native))``; append ``review.warnings`` to kopf's ``warnings``,
   apply ``review.patch`` with ``patch.fns.append(json_patch_fn(review.patch))`` and count
   ``rolecall_pod_injections_total{mode=review.mode, result=review.result}``. A pod is never
   refused: a problem is a warning, and the pod is created without credentials.
@@ -24,9 +24,8 @@ from typing import Any
 import jsonpatch
 
 from rolecall import access
-from rolecall import constants as c
-from rolecall.index import BindingIndex
 from rolecall.inject import MODE_ENV, Result, plan_injection
+from rolecall.inject import InjectionRequest as InjectionRequest  # re-exported for the handlers
 from rolecall.model import AssumedRoleSpec, PolicySpec, SpecError, parse_assumed_role
 
 RECOMMENDED_MIN_DURATION_SECONDS = 3600
@@ -57,27 +56,8 @@ class AssumedRoleReview:
     warnings: list[str] = field(default_factory=list)
 
 
-def review_pod(
-    pod: Mapping[str, Any],
-    namespace: str,
-    index: BindingIndex,
-    *,
-    default_mode: str = "sidecar",
-    sidecar_image: str,
-    sidecar_port: int = c.SIDECAR_PORT,
-    native_sidecars: bool = True,
-    sidecar_resources: Mapping[str, Any] | None = None,
-) -> PodReview:
-    plan = plan_injection(
-        pod,
-        namespace,
-        index,
-        default_mode=default_mode,
-        sidecar_image=sidecar_image,
-        sidecar_port=sidecar_port,
-        native_sidecars=native_sidecars,
-        sidecar_resources=sidecar_resources,
-    )
+def review_pod(request: InjectionRequest) -> PodReview:
+    plan = plan_injection(request)
     return PodReview(
         patch=plan.patch if plan.inject else [],
         warnings=list(plan.warnings),

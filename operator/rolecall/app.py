@@ -290,14 +290,7 @@ class App:
     def mutate_pod(self, body: Any, patch: kopf.Patch, warnings: list[str]) -> None:
         namespace = (body.get("metadata") or {}).get("namespace") or ""
         review = admission.review_pod(
-            body,
-            namespace,
-            self.index,
-            default_mode=self.settings.default_injection_mode,
-            sidecar_image=self.settings.sidecar_image,
-            sidecar_port=self.settings.sidecar_port,
-            native_sidecars=self.native_sidecars,
-            sidecar_resources=self.settings.sidecar_resources,
+            admission.InjectionRequest.of(body, namespace, self.index, self.settings, self.native_sidecars)
         )
         warnings.extend(review.warnings)
         if review.patch:

@@ -32,6 +32,7 @@ ANN_POD_ASSUMED_ROLE = f"{GROUP}/assumed-role"
 ANN_POD_INJECT = f"{GROUP}/inject"
 ANN_POD_SKIP_CONTAINERS = f"{GROUP}/skip-containers"
 ANN_POD_MODE = f"{GROUP}/mode"
+ANN_POD_EC2_METADATA = f"{GROUP}/ec2-metadata"  # "allow": no AWS_EC2_METADATA_DISABLED
 ANN_POD_INJECTED = f"{GROUP}/injected"
 
 # --- the Secret's keys (DESIGN §3) -------------------------------------------------------

@@ -21,6 +21,21 @@ Containers
     container only once that probe passes, so every later init container and every app
     container starts with credentials being served.
 
+Variables for every SDK in the field
+    In sidecar mode the token goes in twice: ``AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`` (SDKs
+    since late 2023) and ``AWS_CONTAINER_AUTHORIZATION_TOKEN`` from the Secret's ``token`` key
+    (older SDKs read only the variable, and newer JavaScript SDKs prefer it). The operator keeps
+    the token for the AssumedRole's life and the sidecar accepts every token it has served
+    with, so the variable stays valid as long as the pod runs. In file mode
+    ``AWS_SDK_LOAD_CONFIG=1`` makes the Go SDK v1 and the JavaScript SDK v2 read
+    ``AWS_CONFIG_FILE`` at all.
+
+Instance metadata
+    Every wired container gets ``AWS_EC2_METADATA_DISABLED=true`` (every mode): an SDK that
+    cannot use what rolecall gives it then fails loudly instead of falling back to instance
+    metadata and acting as the node's role. ``rolecall.dev/ec2-metadata: allow`` on the pod
+    leaves it out, for workloads that read instance metadata for something else.
+
 Never overwritten
     An env var the container already sets in ``env`` is kept (a warning names it when it
     decides where credentials come from). ``envFrom`` cannot be checked per key: its keys are
@@ -50,7 +65,7 @@ import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from rolecall import constants as c
 from rolecall.index import BindingIndex
@@ -67,6 +82,10 @@ CREDENTIALS_PATH = "/v1/credentials"
 
 ENV_FULL_URI = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
 ENV_TOKEN_FILE = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"
+ENV_TOKEN = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
+ENV_EC2_METADATA_DISABLED = "AWS_EC2_METADATA_DISABLED"
+METADATA_ALLOW = "allow"
+METADATA_DENY = "deny"
 ENV_CONFIG_FILE = "AWS_CONFIG_FILE"
 ENV_SDK_LOAD_CONFIG = "AWS_SDK_LOAD_CONFIG"
 ENV_PROFILE = "AWS_PROFILE"
@@ -81,7 +100,7 @@ CREDENTIAL_VARS = frozenset(
         ENV_FULL_URI,
         ENV_TOKEN_FILE,
         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        ENV_TOKEN,
         ENV_CONFIG_FILE,
         "AWS_SHARED_CREDENTIALS_FILE",
         ENV_PROFILE,
@@ -127,6 +146,56 @@ class InjectionPlan:
     mode: str = ""
     patch: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+class OperatorSettings(Protocol):
+    """The operator settings injection reads (``config.Settings`` has them)."""
+
+    @property
+    def default_injection_mode(self) -> str: ...
+
+    @property
+    def sidecar_image(self) -> str: ...
+
+    @property
+    def sidecar_port(self) -> int: ...
+
+    @property
+    def sidecar_resources(self) -> Mapping[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class InjectionRequest:
+    """One pod at admission, with everything the decision depends on."""
+
+    pod: Mapping[str, Any]
+    namespace: str
+    index: BindingIndex
+    sidecar_image: str
+    default_mode: str = MODE_SIDECAR
+    sidecar_port: int = c.SIDECAR_PORT
+    native_sidecars: bool = True  # the API server is 1.29 or newer
+    sidecar_resources: Mapping[str, Any] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        pod: Mapping[str, Any],
+        namespace: str,
+        index: BindingIndex,
+        settings: OperatorSettings,
+        native_sidecars: bool,
+    ) -> InjectionRequest:
+        return cls(
+            pod,
+            namespace,
+            index,
+            sidecar_image=settings.sidecar_image,
+            default_mode=settings.default_injection_mode,
+            sidecar_port=settings.sidecar_port,
+            native_sidecars=native_sidecars,
+            sidecar_resources=settings.sidecar_resources,
+        )
 
 
 # --- reading the pod -------------------------------------------------------------------------
@@ -258,7 +327,154 @@ def _choose_mode(
     ]
 
 
-# --- building the patch ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Binding:
+    """The chosen AssumedRole and how this pod gets it."""
+
+    name: str
+    spec: AssumedRoleSpec
+    mode: str
+    reason: str  # how the AssumedRole was selected
+    block_metadata: bool
+
+    @property
+    def secret(self) -> str:
+        return self.spec.secret_name or self.name
+
+    @property
+    def mount_path(self) -> str:
+        return self.spec.mount_path.rstrip("/") or "/"
+
+    @property
+    def sidecar(self) -> bool:
+        return self.mode == MODE_SIDECAR
+
+
+def _metadata_choice(annotations: Mapping[str, Any]) -> tuple[bool, list[str]]:
+    """(block instance metadata?, warnings) from ``rolecall.dev/ec2-metadata``."""
+    raw = annotations.get(c.ANN_POD_EC2_METADATA)
+    if raw is None:
+        return True, []
+    value = str(raw).strip().lower()
+    if value in (METADATA_ALLOW, METADATA_DENY):
+        return value == METADATA_DENY, []
+    return True, [
+        f"pod annotation {c.ANN_POD_EC2_METADATA}: {raw!r} is not {METADATA_ALLOW!r} or "
+        f"{METADATA_DENY!r}; using {METADATA_DENY!r} ({ENV_EC2_METADATA_DISABLED}=true)"
+    ]
+
+
+def _bind(choice: _Choice, request: InjectionRequest, warnings: list[str]) -> _Binding:
+    """Mode and metadata setting for the chosen AssumedRole; appends what deserves a warning."""
+    assert choice.spec is not None and choice.name is not None
+    spec, name = choice.spec, choice.name
+    annotations = _annotations(request.pod)
+    mode, mode_warnings = _choose_mode(annotations, spec, request.default_mode)
+    block_metadata, metadata_warnings = _metadata_choice(annotations)
+    warnings += mode_warnings + metadata_warnings
+    if spec.suspend:
+        # still injected: a pod that waits for its Secret is better than one that silently
+        # runs with another identity (the node's role)
+        warnings.append(
+            f"AssumedRole {name!r} is suspended, so its Secret {spec.secret_name or name!r} does not "
+            "exist: the pod will not start until the AssumedRole is resumed"
+        )
+    return _Binding(name, spec, mode, choice.reason, block_metadata)
+
+
+# --- which containers ------------------------------------------------------------------------------
+
+_Indexed = list[tuple[int, Mapping[str, Any]]]
+
+
+@dataclass(frozen=True)
+class _Targets:
+    """The containers to wire, with their index in ``containers`` / ``initContainers``."""
+
+    app: _Indexed
+    init: _Indexed
+
+    def labelled(self) -> list[tuple[str, str, int, Mapping[str, Any]]]:
+        """(list key, kind for messages, index, container) for every target."""
+        return [("containers", "container", i, ctr) for i, ctr in self.app] + [
+            ("initContainers", "init container", i, ctr) for i, ctr in self.init
+        ]
+
+
+def _targets(pod: Mapping[str, Any], binding: _Binding, native: bool, warnings: list[str]) -> _Targets:
+    annotations = _annotations(pod)
+    skip = _skip_list(annotations)
+    containers = _containers(pod, "containers")
+    inits = _containers(pod, "initContainers")
+    known = {str(ctr.get("name")) for ctr in (*containers, *inits)}
+    if unknown := sorted(skip - known):
+        warnings.append(
+            f"pod annotation {c.ANN_POD_SKIP_CONTAINERS} names no container called "
+            f"{', '.join(repr(n) for n in unknown)}"
+        )
+    app = [(i, ctr) for i, ctr in enumerate(containers) if ctr.get("name") not in skip]
+    init = [(i, ctr) for i, ctr in enumerate(inits) if ctr.get("name") not in skip]
+    if binding.sidecar and not native and init:
+        warnings.append(
+            "init containers "
+            + ", ".join(repr(ctr.get("name")) for _, ctr in init)
+            + " get no AWS credentials: without native sidecars (Kubernetes < 1.29) the "
+            "credentials sidecar starts only after all init containers have finished"
+        )
+        init = []
+    return _Targets(app, init)
+
+
+def _mount_conflicts(containers: Iterable[tuple[str, Mapping[str, Any]]], mount_path: str) -> list[str]:
+    clashes = []
+    for kind, ctr in containers:
+        for mount in ctr.get("volumeMounts") or []:
+            if isinstance(mount, Mapping) and str(mount.get("mountPath", "")).rstrip("/") == mount_path:
+                clashes.append(f"{kind} {ctr.get('name')!r}")
+    return clashes
+
+
+def _refusal(binding: _Binding, targets: _Targets) -> tuple[Result, str, str] | None:
+    """(result, reason, warning) when the pod cannot be wired after all."""
+    if not targets.app and not targets.init:
+        return Result.SKIPPED, "every container is skipped", ""
+    if binding.mode == MODE_ENV:
+        return None
+    labelled = [(kind, ctr) for _, kind, _, ctr in targets.labelled()]
+    if clashes := _mount_conflicts(labelled, binding.mount_path):
+        return (
+            Result.INVALID,
+            "mountPath is taken",
+            f"{', '.join(clashes)} already mount(s) a volume at {binding.mount_path!r}, the mountPath "
+            f"of AssumedRole {binding.name!r}; change its spec.mountPath; the pod was not given AWS "
+            "credentials",
+        )
+    return None
+
+
+def _sidecar_warnings(pod: Mapping[str, Any], port: int) -> list[str]:
+    warnings = []
+    if _pod_spec(pod).get("hostNetwork"):
+        warnings.append(
+            f"the pod uses hostNetwork: the credentials sidecar's port {port} is shared "
+            f"with the node, so two such pods on one node collide; consider {c.ANN_POD_MODE}: file"
+        )
+    taken = [
+        str(ctr.get("name"))
+        for key in ("containers", "initContainers")
+        for ctr in _containers(pod, key)
+        for p in ctr.get("ports") or []
+        if isinstance(p, Mapping) and p.get("containerPort") == port
+    ]
+    if taken:
+        warnings.append(
+            f"container(s) {', '.join(repr(n) for n in taken)} declare port {port}, "
+            "which the credentials sidecar listens on (127.0.0.1)"
+        )
+    return warnings
+
+
+# --- the env each wired container gets -------------------------------------------------------------
 
 
 def _env_value(name: str, value: str) -> dict[str, Any]:
@@ -269,29 +485,39 @@ def _env_secret(name: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": False}}}
 
 
-def _wanted_env(
-    mode: str, spec: AssumedRoleSpec, secret: str, mount_path: str, port: int
-) -> list[dict[str, Any]]:
-    env: list[dict[str, Any]]
-    if mode == MODE_SIDECAR:
-        env = [
+def _credential_env(binding: _Binding, port: int) -> list[dict[str, Any]]:
+    mount_path = binding.mount_path
+    if binding.mode == MODE_SIDECAR:
+        return [
             _env_value(ENV_FULL_URI, f"http://127.0.0.1:{port}{CREDENTIALS_PATH}"),
             _env_value(ENV_TOKEN_FILE, posixpath.join(mount_path, c.KEY_TOKEN)),
+            # SDKs released before late 2023 read only the variable
+            _env_secret(ENV_TOKEN, binding.secret, c.KEY_TOKEN),
         ]
-    elif mode == MODE_FILE:
+    if binding.mode == MODE_FILE:
         env = [
             _env_value(ENV_CONFIG_FILE, posixpath.join(mount_path, c.KEY_CONFIG)),
-            _env_value(ENV_SDK_LOAD_CONFIG, "1"),  # the Go SDK v1 reads the config file only then
+            # the Go SDK v1 and the JavaScript SDK v2 read the config file only then
+            _env_value(ENV_SDK_LOAD_CONFIG, "1"),
         ]
-        if spec.profile != c.DEFAULT_PROFILE:  # the file has [profile <p>], not [default]
-            env.append(_env_value(ENV_PROFILE, spec.profile))
-    else:
-        env = [
-            _env_secret(key, secret, key)
-            for key in (c.KEY_ACCESS_KEY_ID, c.KEY_SECRET_ACCESS_KEY, c.KEY_SESSION_TOKEN)
+        if binding.spec.profile != c.DEFAULT_PROFILE:  # the file has [profile <p>], not [default]
+            env.append(_env_value(ENV_PROFILE, binding.spec.profile))
+        return env
+    return [
+        _env_secret(key, binding.secret, key)
+        for key in (c.KEY_ACCESS_KEY_ID, c.KEY_SECRET_ACCESS_KEY, c.KEY_SESSION_TOKEN)
+    ]
+
+
+def _wanted_env(binding: _Binding, port: int) -> list[dict[str, Any]]:
+    env = _credential_env(binding, port)
+    if binding.spec.region:
+        env += [
+            _env_value(c.KEY_REGION, binding.spec.region),
+            _env_value(c.KEY_DEFAULT_REGION, binding.spec.region),
         ]
-    if spec.region:
-        env += [_env_value(c.KEY_REGION, spec.region), _env_value(c.KEY_DEFAULT_REGION, spec.region)]
+    if binding.block_metadata:
+        env.append(_env_value(ENV_EC2_METADATA_DISABLED, "true"))
     return env
 
 
@@ -301,6 +527,52 @@ def _env_names(container: Mapping[str, Any]) -> set[str]:
 
 def _mount(mount_path: str) -> dict[str, Any]:
     return {"name": VOLUME_NAME, "mountPath": mount_path, "readOnly": True}
+
+
+# --- the patch -----------------------------------------------------------------------------------
+
+
+class _Patch:
+    def __init__(self) -> None:
+        self.ops: list[dict[str, Any]] = []
+
+    def add(self, path: str, value: Any) -> None:
+        self.ops.append({"op": "add", "path": path, "value": value})
+
+    def extend_list(self, path: str, current: Any, items: Sequence[Any]) -> None:
+        """Append to the list at ``path``, creating it when it is absent (or null)."""
+        if not items:
+            return
+        if not isinstance(current, list):
+            self.add(path, list(items))
+            return
+        for item in items:
+            self.add(f"{path}/-", item)
+
+
+def _wire_containers(
+    patch: _Patch, binding: _Binding, targets: _Targets, port: int, warnings: list[str]
+) -> None:
+    """Env (never overwriting a container's own) and the volume mount, per target."""
+    wanted = _wanted_env(binding, port)
+    wanted_names = {e["name"] for e in wanted}
+    for key, kind, i, ctr in targets.labelled():
+        present = _env_names(ctr)
+        kept = sorted(n for n in wanted_names & present if n in CREDENTIAL_VARS)
+        # env credentials beat everything; in the other modes any of these come first
+        shadowing = [] if binding.mode == MODE_ENV else sorted((present & CREDENTIAL_VARS) - wanted_names)
+        if kept or shadowing:
+            warnings.append(
+                f"{kind} {ctr.get('name')!r} sets {', '.join(kept + shadowing)} itself; kept, "
+                "so its AWS SDK may not use the rolecall credentials"
+            )
+        patch.extend_list(
+            f"/spec/{key}/{i}/env", ctr.get("env"), [e for e in wanted if e["name"] not in present]
+        )
+        if binding.mode != MODE_ENV:
+            patch.extend_list(
+                f"/spec/{key}/{i}/volumeMounts", ctr.get("volumeMounts"), [_mount(binding.mount_path)]
+            )
 
 
 # Options as ``--name=value`` single tokens: they survive any re-ordering by an argument
@@ -344,194 +616,77 @@ def _sidecar_container(
     return container
 
 
-class _Patch:
-    def __init__(self) -> None:
-        self.ops: list[dict[str, Any]] = []
+def _add_pod_parts(patch: _Patch, binding: _Binding, request: InjectionRequest) -> None:
+    """The Secret volume, the sidecar and the ``injected`` annotation (after the container ops)."""
+    pod_spec = _pod_spec(request.pod)
+    if binding.mode != MODE_ENV:
+        volume = {
+            "name": VOLUME_NAME,
+            "secret": {"secretName": binding.secret, "defaultMode": VOLUME_DEFAULT_MODE, "optional": False},
+        }
+        patch.extend_list("/spec/volumes", pod_spec.get("volumes"), [volume])
 
-    def add(self, path: str, value: Any) -> None:
-        self.ops.append({"op": "add", "path": path, "value": value})
+    if binding.sidecar:
+        native = request.native_sidecars
+        container = _sidecar_container(
+            image=request.sidecar_image,
+            mount_path=binding.mount_path,
+            port=request.sidecar_port,
+            native=native,
+            resources=request.sidecar_resources,
+        )
+        # after the env/mount ops, which address init containers by their old index
+        if not native:
+            patch.extend_list("/spec/containers", pod_spec.get("containers"), [container])
+        elif isinstance(pod_spec.get("initContainers"), list):
+            patch.add("/spec/initContainers/0", container)
+        else:
+            patch.add("/spec/initContainers", [container])
 
-    def extend_list(self, path: str, current: Any, items: Sequence[Any]) -> None:
-        """Append to the list at ``path``, creating it when it is absent (or null)."""
-        if not items:
-            return
-        if not isinstance(current, list):
-            self.add(path, list(items))
-            return
-        for item in items:
-            self.add(f"{path}/-", item)
+    meta = request.pod.get("metadata")
+    if not isinstance(meta, Mapping):
+        patch.add("/metadata", {"annotations": {c.ANN_POD_INJECTED: binding.mode}})
+    elif not isinstance(meta.get("annotations"), Mapping):
+        patch.add("/metadata/annotations", {c.ANN_POD_INJECTED: binding.mode})
+    else:
+        patch.add(f"/metadata/annotations/{escape_pointer(c.ANN_POD_INJECTED)}", binding.mode)
 
 
-def _mount_conflicts(containers: Iterable[tuple[str, Mapping[str, Any]]], mount_path: str) -> list[str]:
-    clashes = []
-    for kind, ctr in containers:
-        for mount in ctr.get("volumeMounts") or []:
-            if isinstance(mount, Mapping) and str(mount.get("mountPath", "")).rstrip("/") == mount_path:
-                clashes.append(f"{kind} {ctr.get('name')!r}")
-    return clashes
+# --- the decision ----------------------------------------------------------------------------------
 
 
-def plan_injection(
-    pod: Mapping[str, Any],
-    namespace: str,
-    index: BindingIndex,
-    *,
-    default_mode: str = MODE_SIDECAR,
-    sidecar_image: str,
-    sidecar_port: int = c.SIDECAR_PORT,
-    native_sidecars: bool = True,
-    sidecar_resources: Mapping[str, Any] | None = None,
-) -> InjectionPlan:
+def plan_injection(request: InjectionRequest) -> InjectionPlan:
     """Decide whether and how to wire AWS credentials into a pod being created."""
-    annotations = _annotations(pod)
-    if _opted_out(annotations):
+    pod = request.pod
+    if _opted_out(_annotations(pod)):
         return InjectionPlan(False, Result.OPTED_OUT, f'opted out ({c.ANN_POD_INJECT}: "false")')
     if pod_is_injected(pod):
         return InjectionPlan(False, Result.SKIPPED, "already injected")
 
-    choice = _choose(pod, namespace, index)
+    choice = _choose(pod, request.namespace, request.index)
     warnings = list(choice.warnings)
     if choice.spec is None or choice.name is None:
         return InjectionPlan(False, choice.result, choice.reason, warnings=warnings)
-    spec, name = choice.spec, choice.name
 
-    mode, mode_warnings = _choose_mode(annotations, spec, default_mode)
-    warnings += mode_warnings
-    if spec.suspend:
-        # still injected: a pod that waits for its Secret is better than one that silently
-        # runs with another identity (the node's role)
-        warnings.append(
-            f"AssumedRole {name!r} is suspended, so its Secret {spec.secret_name or name!r} does not "
-            "exist: the pod will not start until the AssumedRole is resumed"
+    binding = _bind(choice, request, warnings)
+    targets = _targets(pod, binding, request.native_sidecars, warnings)
+    if refused := _refusal(binding, targets):
+        result, reason, why = refused
+        return InjectionPlan(
+            False, result, reason, binding.name, binding.mode, warnings=[*warnings, *([why] if why else [])]
         )
+    if binding.sidecar:
+        warnings += _sidecar_warnings(pod, request.sidecar_port)
 
-    def refuse(result: Result, reason: str, *why: str) -> InjectionPlan:
-        return InjectionPlan(False, result, reason, name, mode, warnings=[*warnings, *why])
-
-    skip = _skip_list(annotations)
-    containers = _containers(pod, "containers")
-    inits = _containers(pod, "initContainers")
-    known = {str(ctr.get("name")) for ctr in (*containers, *inits)}
-    if unknown := sorted(skip - known):
-        warnings.append(
-            f"pod annotation {c.ANN_POD_SKIP_CONTAINERS} names no container called "
-            f"{', '.join(repr(n) for n in unknown)}"
-        )
-
-    sidecar = mode == MODE_SIDECAR
-    native = sidecar and native_sidecars
-    app_targets = [(i, ctr) for i, ctr in enumerate(containers) if ctr.get("name") not in skip]
-    init_targets = [(i, ctr) for i, ctr in enumerate(inits) if ctr.get("name") not in skip]
-    if sidecar and not native and init_targets:
-        warnings.append(
-            "init containers "
-            + ", ".join(repr(ctr.get("name")) for _, ctr in init_targets)
-            + " get no AWS credentials: without native sidecars (Kubernetes < 1.29) the "
-            "credentials sidecar starts only after all init containers have finished"
-        )
-        init_targets = []
-    if not app_targets and not init_targets:
-        return refuse(Result.SKIPPED, "every container is skipped")
-
-    mount_path = spec.mount_path.rstrip("/") or "/"
-    secret = spec.secret_name or name
-    if mode != MODE_ENV:
-        targets = [("container", ctr) for _, ctr in app_targets] + [
-            ("init container", ctr) for _, ctr in init_targets
-        ]
-        if clashes := _mount_conflicts(targets, mount_path):
-            return refuse(
-                Result.INVALID,
-                "mountPath is taken",
-                f"{', '.join(clashes)} already mount(s) a volume at {mount_path!r}, the mountPath of "
-                f"AssumedRole {name!r}; change its spec.mountPath; the pod was not given AWS credentials",
-            )
-
-    if sidecar:
-        pod_spec = _pod_spec(pod)
-        if pod_spec.get("hostNetwork"):
-            warnings.append(
-                f"the pod uses hostNetwork: the credentials sidecar's port {sidecar_port} is shared "
-                "with the node, so two such pods on one node collide; consider "
-                f"{c.ANN_POD_MODE}: file"
-            )
-        taken = [
-            str(ctr.get("name"))
-            for ctr in (*containers, *inits)
-            for p in ctr.get("ports") or []
-            if isinstance(p, Mapping) and p.get("containerPort") == sidecar_port
-        ]
-        if taken:
-            warnings.append(
-                f"container(s) {', '.join(repr(n) for n in taken)} declare port {sidecar_port}, "
-                "which the credentials sidecar listens on (127.0.0.1)"
-            )
-
-    wanted = _wanted_env(mode, spec, secret, mount_path, sidecar_port)
     patch = _Patch()
-    for key, kind, items in (
-        ("containers", "container", app_targets),
-        ("initContainers", "init container", init_targets),
-    ):
-        for i, ctr in items:
-            present = _env_names(ctr)
-            new_env = [e for e in wanted if e["name"] not in present]
-            kept = sorted(e["name"] for e in wanted if e["name"] in present and e["name"] in CREDENTIAL_VARS)
-            # env credentials beat everything; in the other modes any of these come first
-            shadowing = (
-                []
-                if mode == MODE_ENV
-                else sorted(n for n in present & CREDENTIAL_VARS if n not in {e["name"] for e in wanted})
-            )
-            if kept or shadowing:
-                warnings.append(
-                    f"{kind} {ctr.get('name')!r} sets {', '.join(kept + shadowing)} itself; kept, "
-                    "so its AWS SDK may not use the rolecall credentials"
-                )
-            patch.extend_list(f"/spec/{key}/{i}/env", ctr.get("env"), new_env)
-            if mode != MODE_ENV:
-                patch.extend_list(
-                    f"/spec/{key}/{i}/volumeMounts", ctr.get("volumeMounts"), [_mount(mount_path)]
-                )
-
-    if mode != MODE_ENV:
-        volume = {
-            "name": VOLUME_NAME,
-            "secret": {"secretName": secret, "defaultMode": VOLUME_DEFAULT_MODE, "optional": False},
-        }
-        patch.extend_list("/spec/volumes", _pod_spec(pod).get("volumes"), [volume])
-
-    if sidecar:
-        container = _sidecar_container(
-            image=sidecar_image,
-            mount_path=mount_path,
-            port=sidecar_port,
-            native=native,
-            resources=sidecar_resources,
-        )
-        # after the env/mount ops above, which address init containers by their old index
-        if native:
-            if isinstance(_pod_spec(pod).get("initContainers"), list):
-                patch.add("/spec/initContainers/0", container)
-            else:
-                patch.add("/spec/initContainers", [container])
-        else:
-            patch.extend_list("/spec/containers", _pod_spec(pod).get("containers"), [container])
-
-    meta = pod.get("metadata")
-    if not isinstance(meta, Mapping):
-        patch.add("/metadata", {"annotations": {c.ANN_POD_INJECTED: mode}})
-    elif not isinstance(meta.get("annotations"), Mapping):
-        patch.add("/metadata/annotations", {c.ANN_POD_INJECTED: mode})
-    else:
-        patch.add(f"/metadata/annotations/{escape_pointer(c.ANN_POD_INJECTED)}", mode)
-
+    _wire_containers(patch, binding, targets, request.sidecar_port, warnings)
+    _add_pod_parts(patch, binding, request)
     return InjectionPlan(
         True,
         Result.INJECTED,
-        f"{choice.reason}: AssumedRole {name!r}, mode {mode}",
-        name,
-        mode,
+        f"{binding.reason}: AssumedRole {binding.name!r}, mode {binding.mode}",
+        binding.name,
+        binding.mode,
         patch.ops,
         warnings,
     )

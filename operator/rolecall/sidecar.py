@@ -9,6 +9,11 @@ re-reads before expiry (``AWS_CONTAINER_CREDENTIALS_FULL_URI`` plus
 - ``GET /v1/credentials`` with ``Authorization: <content of the token file>`` answers
   ``{"AccessKeyId", "SecretAccessKey", "Token", "Expiration"}`` (+ ``AccountId``/``RoleArn``
   when the Secret carries them). 401 without the header, 403 with a wrong one.
+- A token this process has read from the file before stays accepted (the first
+  ``MAX_REMEMBERED_TOKENS``): an app container's ``AWS_CONTAINER_AUTHORIZATION_TOKEN`` was
+  resolved from the Secret when it started and never changes, and SDKs before late 2023 send
+  only that one (newer JavaScript SDKs prefer it to the file). The operator keeps the token for
+  the AssumedRole's life; this covers a Secret re-created with a new one while the pod runs.
 - ``GET /healthz`` (or ``/ready``): 200 while unexpired credentials and the token are present.
 - Both files are re-read on every request, so a kubelet swap is served at once.
 - Missing, unreadable or expired credentials answer 503 ``{"Code", "Message"}``, never 200:
@@ -50,6 +55,7 @@ TOKEN_FILE = "token"
 CREDENTIALS_PATH = "/v1/credentials"
 HEALTH_PATHS = frozenset({"/healthz", "/ready"})
 MAX_FILE_BYTES = 64 * 1024
+MAX_REMEMBERED_TOKENS = 8
 
 log = logging.getLogger("rolecall.sidecar")
 
@@ -145,6 +151,8 @@ def parse_credentials(raw: bytes) -> Credentials:
 class Source(Protocol):
     def token(self) -> bytes | None: ...
 
+    def tokens(self) -> tuple[bytes, ...]: ...
+
     def credentials(self) -> Credentials: ...
 
     def now(self) -> datetime: ...
@@ -156,6 +164,8 @@ class CredentialsDir:
     def __init__(self, directory: str | Path, clock: Clock = utc_now) -> None:
         self.directory = Path(directory)
         self._clock = clock
+        self._seen: list[bytes] = []
+        self._seen_lock = threading.Lock()
 
     def now(self) -> datetime:
         return self._clock()
@@ -179,7 +189,19 @@ class CredentialsDir:
             token = self._read(TOKEN_FILE)
         except Unavailable:
             return None
+        if token:
+            with self._seen_lock:
+                if token not in self._seen and len(self._seen) < MAX_REMEMBERED_TOKENS:
+                    self._seen.append(token)
         return token or None
+
+    def tokens(self) -> tuple[bytes, ...]:
+        """The tokens a request may carry: the file's, then those read before; () without one."""
+        current = self.token()
+        if current is None:
+            return ()
+        with self._seen_lock:
+            return (current, *(t for t in self._seen if t != current))
 
     def credentials(self) -> Credentials:
         """The current, unexpired credentials, or :class:`Unavailable`."""
@@ -228,10 +250,10 @@ def respond(source: Source, method: str, target: str, authorization: str | None)
             return _error(405, "MethodNotAllowed", "use GET", ("Allow", "GET"))
         if not authorization:
             return _error(401, "Unauthorized", "the Authorization header is missing")
-        token = source.token()
-        if token is None:
+        tokens = source.tokens()
+        if not tokens:
             return _error(503, "TokenUnavailable", f"the {TOKEN_FILE} file is missing or empty")
-        if not _authorized(authorization, token):
+        if not any([_authorized(authorization, token) for token in tokens]):  # compare with all
             return _error(403, "Forbidden", "the Authorization header does not match the token")
         try:
             creds = source.credentials()

@@ -23,6 +23,7 @@ from rolecall import constants as c
 from rolecall.access import evaluate
 from rolecall.admission import (
     AssumedRoleReview,
+    InjectionRequest,
     PodReview,
     json_patch_fn,
     native_sidecars_supported,
@@ -71,7 +72,9 @@ def admission_request(obj: dict[str, Any], operation: str = "CREATE", old: Any =
 def pod_webhook(index: BindingIndex, **settings: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
     def handle(review: dict[str, Any]) -> dict[str, Any]:
         request = review["request"]
-        decision = review_pod(request["object"], request["namespace"], index, sidecar_image=IMAGE, **settings)
+        decision = review_pod(
+            InjectionRequest(request["object"], request["namespace"], index, sidecar_image=IMAGE, **settings)
+        )
         response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
         if decision.patch:
             response["patchType"] = "JSONPatch"
@@ -203,7 +206,7 @@ def test_pod_admission_round_trip(
     webhook = pod_webhook(index)
     answer = webhook(admission_request(obj))
     assert answer["response"]["allowed"] is True, "a pod is never refused"
-    decision = review_pod(obj, NS, index, sidecar_image=IMAGE)
+    decision = review_pod(InjectionRequest(obj, NS, index, sidecar_image=IMAGE))
     assert (decision.mode, decision.result) == (mode, result)
     assert decision.injected is (result is Result.INJECTED)
     assert ("warnings" in answer["response"]) is (result in (Result.AMBIGUOUS, Result.INVALID))
@@ -234,7 +237,7 @@ def test_pod_review_without_native_sidecars_appends_a_container() -> None:
 def test_json_patch_fn_gives_kopf_the_same_pod() -> None:
     """The wiring: ``patch.fns.append(json_patch_fn(ops))``; kopf diffs its own ops."""
     obj = pod()
-    decision = review_pod(obj, NS, index_of(assumed_role()), sidecar_image=IMAGE)
+    decision = review_pod(InjectionRequest(obj, NS, index_of(assumed_role()), sidecar_image=IMAGE))
     kopf_patch = kopf.Patch(fns=[json_patch_fn(decision.patch)])
     ops = kopf_patch.as_json_patch(copy.deepcopy(obj))  # type: ignore[arg-type]
     assert jsonpatch.apply_patch(obj, ops) == jsonpatch.apply_patch(obj, decision.patch)

@@ -22,6 +22,7 @@ from rolecall.inject import (
     SIDECAR_NAME,
     VOLUME_NAME,
     InjectionPlan,
+    InjectionRequest,
     Result,
     escape_pointer,
     plan_injection,
@@ -170,13 +171,15 @@ def plan(
     native: bool = True,
 ) -> InjectionPlan:
     return plan_injection(
-        pod,
-        NS,
-        index,
-        default_mode=default_mode,
-        sidecar_image=IMAGE,
-        sidecar_port=PORT,
-        native_sidecars=native,
+        InjectionRequest(
+            pod,
+            NS,
+            index,
+            default_mode=default_mode,
+            sidecar_image=IMAGE,
+            sidecar_port=PORT,
+            native_sidecars=native,
+        )
     )
 
 
@@ -366,6 +369,10 @@ def test_sidecar_mode_native() -> None:
         e = env(ctr(out, name))
         assert e["AWS_CONTAINER_CREDENTIALS_FULL_URI"] == FULL_URI
         assert e["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] == f"{MOUNT}/token"
+        # SDKs before late 2023 read only the variable: the same token, from the Secret
+        assert e["AWS_CONTAINER_AUTHORIZATION_TOKEN"] == {
+            "secretKeyRef": {"name": "s3", "key": "token", "optional": False}
+        }
         assert "AWS_CONFIG_FILE" not in e and "AWS_ACCESS_KEY_ID" not in e
         mounts = by_name(ctr(out, name)["volumeMounts"])
         assert mounts[VOLUME_NAME] == {"name": VOLUME_NAME, "mountPath": MOUNT, "readOnly": True}
@@ -469,6 +476,57 @@ def test_mode_precedence(
     out = apply(pod, p)
     validate(out)
     assert out["metadata"]["annotations"][c.ANN_POD_INJECTED] == expected
+
+
+@pytest.mark.parametrize("mode", ["sidecar", "file", "env"])
+def test_instance_metadata_is_disabled_in_every_mode(mode: str) -> None:
+    """An SDK that cannot use rolecall's credentials must fail, not act as the node's role."""
+    pod = with_annotations(with_init(realistic_pod(), "migrate"), **{c.ANN_POD_SKIP_CONTAINERS: "worker"})
+    index = index_of((NS, "s3", assumed_role(injection={"mode": mode})))
+    out = apply(pod, plan(pod, index))
+    validate(out)
+    for name in ("web", "migrate"):
+        assert env(ctr(out, name))["AWS_EC2_METADATA_DISABLED"] == "true"
+    assert "env" not in ctr(out, "worker"), "a skipped container is left alone"
+    if mode == "sidecar":
+        assert "env" not in ctr(out, SIDECAR_NAME)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "disabled", "warns"),
+    [("allow", False, False), (" Allow ", False, False), ("deny", True, False), ("yes please", True, True)],
+    ids=["allow opts out", "trimmed, any case", "deny is the default", "anything else warns, denies"],
+)
+def test_instance_metadata_opt_out_annotation(annotation: str, disabled: bool, warns: bool) -> None:
+    pod = with_annotations(realistic_pod(), **{c.ANN_POD_EC2_METADATA: annotation})
+    p = plan(pod)
+    e = env(ctr(apply(pod, p), "web"))
+    assert ("AWS_EC2_METADATA_DISABLED" in e) is disabled
+    assert bool(p.warnings) is warns
+    if warns:
+        assert c.ANN_POD_EC2_METADATA in p.warnings[0] and repr(annotation) in p.warnings[0]
+
+
+def test_a_container_that_sets_metadata_disabled_itself_keeps_its_value_quietly() -> None:
+    pod = realistic_pod()
+    pod["spec"]["containers"][0]["env"].append({"name": "AWS_EC2_METADATA_DISABLED", "value": "false"})
+    p = plan(pod)
+    out = apply(pod, p)
+    assert [e for e in ctr(out, "web")["env"] if e["name"] == "AWS_EC2_METADATA_DISABLED"] == [
+        {"name": "AWS_EC2_METADATA_DISABLED", "value": "false"}
+    ]
+    assert p.warnings == []
+    assert env(ctr(out, "worker"))["AWS_EC2_METADATA_DISABLED"] == "true"
+
+
+def test_the_request_is_built_from_the_operator_settings() -> None:
+    from rolecall.config import Settings
+
+    settings = Settings(default_injection_mode="file", sidecar_image="img:2", sidecar_port=9000)
+    request = InjectionRequest.of(realistic_pod(), NS, ONE, settings, native_sidecars=False)
+    assert (request.default_mode, request.sidecar_image, request.sidecar_port) == ("file", "img:2", 9000)
+    assert request.native_sidecars is False and request.sidecar_resources == settings.sidecar_resources
+    assert plan_injection(request).mode == "file"
 
 
 # --- containers and env ---------------------------------------------------------------------------
@@ -663,7 +721,9 @@ def test_a_suspended_assumed_role_still_injects_but_warns() -> None:
 def test_sidecar_resources_come_from_the_operator_settings() -> None:
     resources = {"requests": {"cpu": "5m", "memory": "16Mi"}, "limits": {"memory": "48Mi"}}
     p = plan_injection(
-        realistic_pod(), NS, ONE, sidecar_image=IMAGE, sidecar_port=PORT, sidecar_resources=resources
+        InjectionRequest(
+            realistic_pod(), NS, ONE, sidecar_image=IMAGE, sidecar_port=PORT, sidecar_resources=resources
+        )
     )
     pod = apply(realistic_pod(), p)
     sidecar = next(ct for ct in pod["spec"]["initContainers"] if ct.get("restartPolicy") == "Always")

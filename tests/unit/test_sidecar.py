@@ -198,6 +198,9 @@ class FakeSource:
     def token(self) -> bytes | None:
         return self.token_bytes
 
+    def tokens(self) -> tuple[bytes, ...]:
+        return () if self.token_bytes is None else (self.token_bytes,)
+
     def credentials(self) -> Credentials:
         if self.creds is None:
             raise self.failure
@@ -327,6 +330,30 @@ def test_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(Unavailable) as exc:
         source.credentials()
     assert exc.value.code == "CredentialsUnavailable"
+
+
+def test_a_token_read_before_stays_accepted_after_the_secret_changes_it(mount: KubeletDir) -> None:
+    """An app's AWS_CONTAINER_AUTHORIZATION_TOKEN was fixed when it started; it must keep working."""
+    first, second = "a" * 43, "b" * 43
+    mount.publish_credentials("ASIAFIRSTKEY0000001", NOW + timedelta(hours=1), token=first)
+    source = CredentialsDir(mount.root, clock=lambda: NOW)
+    assert respond(source, "GET", "/v1/credentials", first).status == 200
+    mount.publish_credentials("ASIAFIRSTKEY0000001", NOW + timedelta(hours=1), token=second)
+    assert respond(source, "GET", "/v1/credentials", second).status == 200
+    assert respond(source, "GET", "/v1/credentials", first).status == 200, "the env var's token"
+    assert respond(source, "GET", "/v1/credentials", "c" * 43).status == 403
+    fresh = CredentialsDir(mount.root, clock=lambda: NOW)
+    assert respond(fresh, "GET", "/v1/credentials", first).status == 403, "only tokens it has read"
+    mount.publish({"credentials.json": credentials_json()})
+    assert respond(source, "GET", "/v1/credentials", first).status == 503, "no token file: nobody"
+
+
+def test_remembered_tokens_are_bounded(mount: KubeletDir) -> None:
+    source = CredentialsDir(mount.root, clock=lambda: NOW)
+    for n in range(sidecar.MAX_REMEMBERED_TOKENS + 3):
+        mount.publish_credentials("ASIAFIRSTKEY0000001", NOW + timedelta(hours=1), token=f"{n:043d}")
+        assert source.tokens()[0] == f"{n:043d}".encode()
+    assert len(source.tokens()) == sidecar.MAX_REMEMBERED_TOKENS + 1  # the first ones + the current
 
 
 def test_empty_token_lets_nobody_in(tmp_path: Path) -> None:

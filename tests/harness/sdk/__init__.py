@@ -7,7 +7,9 @@
   :func:`aws_cli` creates ``.venv-tools`` at the repository root (git-ignored) and
   ``pip install``s a pinned ``awscli`` into it.
 
-A fresh clone therefore gets both during its first ``make test``. Anything that cannot be
+Older releases for the compatibility tier: :mod:`tests.harness.sdk.versions`.
+
+A fresh clone therefore gets all of them during its first ``make test``. Anything that cannot be
 installed raises :class:`PrerequisiteError` with the reason and the tool's output; tests turn
 it into a failure, never a skip. Installs are serialised with a file lock (parallel workers).
 """
@@ -29,6 +31,7 @@ SDK_DIR = Path(__file__).resolve().parent
 ROOT = SDK_DIR.parents[2]
 NODE_MODULES = SDK_DIR / "node_modules"
 JS_CALLER_IDENTITY = SDK_DIR / "caller_identity.js"
+JS_V2_CALLER_IDENTITY = SDK_DIR / "caller_identity_v2.js"
 PY_CALLER_IDENTITY = SDK_DIR / "caller_identity.py"
 
 TOOLS_VENV = ROOT / ".venv-tools"
@@ -55,11 +58,12 @@ def _locked(name: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _run(cmd: list[str], *, cwd: Path, timeout: float, what: str) -> None:
+def _run(cmd: list[str], *, cwd: Path, timeout: float, what: str, env: dict[str, str] | None = None) -> None:
     try:
         done = subprocess.run(
             cmd,
             cwd=cwd,
+            env=env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,

@@ -1,10 +1,11 @@
 """STS GetCallerIdentity with boto3's default credential chain, as an application calls it.
 
-    python caller_identity.py [--count N] [--interval S]
+    python caller_identity.py [--endpoint-url URL] [--count N] [--interval S]
 
 The Python twin of ``caller_identity.js``: one JSON line per call, ``{"ok": true, "arn": ...,
-"accessKeyId": ...}`` (the key id from the SigV4 header of the request actually sent) or
-``{"ok": false, "error": ...}``. ``--count 0`` loops until stopped; one client for the whole
+"accessKeyId": ..., "sdk": <botocore version>}`` (the key id from the SigV4 header of the
+request actually sent) or ``{"ok": false, "error": ...}``. ``--endpoint-url`` is passed to
+the client (botocore before 1.31 ignores ``AWS_ENDPOINT_URL_STS``). ``--count 0`` loops until stopped; one client for the whole
 run, so a rotation is only seen through botocore's own refresh. Stdlib + boto3 only.
 """
 
@@ -18,6 +19,7 @@ import time
 from typing import Any
 
 import boto3
+import botocore
 
 _CREDENTIAL = re.compile(r"Credential=([^/]+)/")
 
@@ -26,9 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=1, help="0: until stopped")
     parser.add_argument("--interval", type=float, default=0.5)
+    parser.add_argument("--endpoint-url", default=None)
     args = parser.parse_args(argv)
 
-    client = boto3.session.Session().client("sts")
+    client = boto3.session.Session().client("sts", endpoint_url=args.endpoint_url)
     used: dict[str, str | None] = {"key": None}
 
     def capture(request: Any, **_: Any) -> None:
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             record: dict[str, Any] = {"ok": ok, "error": f"{type(exc).__name__}: {exc}"}
         else:
             ok = True
-            record = {"ok": ok, "arn": answer["Arn"], "accessKeyId": used["key"]}
+            record = {"ok": ok, "arn": answer["Arn"], "accessKeyId": used["key"], "sdk": botocore.__version__}
         print(json.dumps(record), flush=True)
         if args.count and n >= args.count:
             break
