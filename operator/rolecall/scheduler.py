@@ -1,8 +1,10 @@
 """One deadline queue for every binding, shared fairly between namespaces.
 
 Bindings are keyed by (namespace, name). ``trigger`` asks for a run now (watch events); a
-run's result sets the next deadline (refresh time, retry time). A key never runs twice at
-once; a trigger that arrives during a run causes exactly one more run afterwards. Between
+run's result sets the next deadline (refresh time, retry time). A key is in exactly one
+place at a time — due (the heap), ready (waiting for a worker), running, or parked (waiting
+for STS) — so it never runs twice at once; a trigger that arrives during a run causes exactly
+one more run afterwards. Between
 deadlines the scheduler sleeps: no polling, no API requests.
 
 Fairness (a hostile or careless namespace must not delay anyone else):
@@ -165,8 +167,12 @@ class Scheduler:
 
     def trigger(self, key: Hashable, at: datetime.datetime | None = None) -> None:
         """Run ``key`` at ``at`` (default now) or earlier if it is already due earlier."""
-        when = (at or self._clock.now()).timestamp()
-        if key in self._running:
+        now = self._clock.now().timestamp()
+        when = at.timestamp() if at is not None else now
+        if key in self._ready and when <= now:
+            return  # about to run anyway, with the facts of that moment
+        if key in self._running or key in self._ready:
+            # never two runs of one key at once: one more run after this one
             self._again[key] = min(when, self._again.get(key, when))
             return
         if key in self._parked:
@@ -254,6 +260,9 @@ class Scheduler:
                 if self._due.get(key) != (when, seq):
                     continue  # superseded
                 del self._due[key]
+                if key in self._running or key in self._parked:  # defensive: one run at a time
+                    self._again[key] = min(when, self._again.get(key, when))
+                    continue
                 self._ready.put(key)
             timeout = MAX_SLEEP_SECONDS
             if self._heap and not self._paused:

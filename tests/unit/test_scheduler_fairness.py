@@ -121,3 +121,54 @@ def test_a_trigger_unparks_a_binding_waiting_for_sts() -> None:
         return seen
 
     assert asyncio.run(main()) == ["decide", "decide"]
+
+
+def test_a_key_never_runs_twice_at_once_whatever_the_triggers() -> None:
+    """Triggers while a key waits for a worker, decides, waits for STS or is in its STS turn
+    must never start a second run of it (that would call STS twice for one refresh)."""
+
+    async def main() -> tuple[int, int]:
+        clock = FakeClock()
+        active: dict[Hashable, int] = {}
+        worst = 0
+        sts_calls = 0
+
+        async def enter(key: Hashable) -> None:
+            nonlocal worst
+            active[key] = active.get(key, 0) + 1
+            worst = max(worst, active[key])
+            await asyncio.sleep(0.002)
+            active[key] -= 1
+
+        @dataclass
+        class Slow:
+            key: Hashable
+
+            async def run(self) -> datetime.datetime | None:
+                nonlocal sts_calls
+                sts_calls += 1
+                await enter(self.key)
+                return None
+
+        async def run(key: Hashable) -> object:
+            await enter(key)
+            return Slow(key)
+
+        scheduler = Scheduler(run, clock, workers=4, sts_concurrency=4)
+        await scheduler.start()
+        keys = [("ns", f"k{i}") for i in range(3)]
+        for i in range(600):
+            for key in keys:
+                scheduler.trigger(key)
+            for _ in range(i % 4):
+                await asyncio.sleep(0)  # every interleaving of dispatcher, workers and lane
+            if i % 50 == 0:
+                await asyncio.sleep(0.003)
+        while not scheduler.idle_at(clock.now()):
+            await asyncio.sleep(0.01)
+        await scheduler.stop()
+        return worst, sts_calls
+
+    worst, calls = asyncio.run(main())
+    assert worst == 1
+    assert calls >= 1
