@@ -112,7 +112,11 @@ def forged_secret(namespace: str, name: str, owner: dict[str, Any] | None, hours
                 "controller": True,
             }
         ]
-    data = {c.KEY_CREDENTIALS_JSON: json.dumps(doc), c.KEY_ACCESS_KEY_ID: "ASIAFORGED", c.KEY_TOKEN: secrets.token_urlsafe(32)}
+    data = {
+        c.KEY_CREDENTIALS_JSON: json.dumps(doc),
+        c.KEY_ACCESS_KEY_ID: "ASIAFORGED",
+        c.KEY_TOKEN: secrets.token_urlsafe(32),
+    }
     return {"metadata": meta, "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
 
 
