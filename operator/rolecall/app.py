@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from rolecall import access, admission, render, tls
+from rolecall import access, admission, render, tls, tokenkey
 from rolecall import constants as c
 from rolecall.clock import Clock, SystemClock
 from rolecall.config import Settings
@@ -162,6 +162,7 @@ class App:
             await self._load_operator_keys()
         await self._prime()
         await self._detect_native_sidecars()
+        token_key = await self._token_key()
         limiter = TokenBucket(self.settings.sts_rate, self.settings.sts_burst)
         self.reconciler = Reconciler(
             settings=self.settings,
@@ -172,6 +173,7 @@ class App:
             metrics=self.metrics,
             executor=self.executor,
             on_issued=self.events.issued,
+            token_key=token_key,
         )
         self.scheduler = Scheduler(
             self.reconciler.reconcile,
@@ -228,6 +230,13 @@ class App:
             endpoint_url=self.settings.sts_endpoint_url,
             base_keys=keys,
         )
+
+    async def _token_key(self) -> bytes | None:
+        where = self.settings.token_key_secret or f"{self.settings.lease_namespace}/rolecall-token-key"
+        if where == "-":
+            return None
+        namespace, _, name = where.partition("/")
+        return await tokenkey.load_or_create(self.kube, self._in_executor, namespace, name)
 
     async def _prime(self) -> None:
         for body in await self._in_executor(self.kube.list_policies):

@@ -161,6 +161,14 @@ class Settings:
         kind="optional",
         doc="namespace/name of a Secret with the operator's static AWS keys (default: the AWS SDK chain)",
     )
+    token_key_secret: str = _setting(
+        "",
+        flag="--token-key-secret",
+        env="ROLECALL_TOKEN_KEY_SECRET",
+        shown_default="<lease namespace>/rolecall-token-key",
+        doc="namespace/name of the Secret holding the key sidecar tokens are derived from "
+        "(created if absent; '-': random tokens)",
+    )
     # pods
     default_injection_mode: str = _setting(
         InjectionMode.SIDECAR.value,
