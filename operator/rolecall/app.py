@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import ssl
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ from rolecall.sources import keys_from_secret_data
 from rolecall.state import Cache, Key
 from rolecall.status import Context, condition, find_condition
 from rolecall.sts import STSAdapter
+from rolecall.webhookserver import CheckedWebhookServer
 
 logger = logging.getLogger("rolecall")
 
@@ -115,12 +117,15 @@ class App:
             (directory / "tls.key").write_bytes(key)
             (directory / "tls.key").chmod(0o600)
             certfile, keyfile = str(directory / "tls.crt"), str(directory / "tls.key")
-        settings.admission.server = kopf.WebhookServer(
+        client_ca = self.settings.webhook_client_ca
+        settings.admission.server = CheckedWebhookServer(
             addr=self.settings.webhook_host,
             port=self.settings.webhook_port,
             host=self.settings.webhook_url_host,
             certfile=certfile,
             pkeyfile=keyfile,
+            verify_cafile=client_ca or None,
+            verify_mode=ssl.CERT_REQUIRED if client_ca else None,
         )
         if self.settings.webhook_url_host:
             settings.admission.managed = self.settings.webhook_configuration_name

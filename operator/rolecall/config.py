@@ -222,6 +222,13 @@ class Settings:
         doc="TLS certificate file (default: self-signed, development only)",
     )
     webhook_key: str | None = _setting(None, flag="--webhook-key", kind="optional", doc="TLS key file")
+    webhook_client_ca: str | None = _setting(
+        None,
+        flag="--webhook-client-ca",
+        kind="optional",
+        doc="CA file: accept webhook calls only with a client certificate it signed (an API server "
+        "configured with an admission kubeconfig presents one)",
+    )
     webhook_service: str | None = _setting(
         None,
         flag="--webhook-service",
