@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import ssl
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from rolecall import access, admission, render, tls
+from rolecall import access, admission, render, tls, tokenkey
 from rolecall import constants as c
 from rolecall.clock import Clock, SystemClock
 from rolecall.config import Settings
@@ -38,6 +39,7 @@ from rolecall.sources import keys_from_secret_data
 from rolecall.state import Cache, Key
 from rolecall.status import Context, condition, find_condition
 from rolecall.sts import STSAdapter
+from rolecall.webhookserver import CheckedWebhookServer
 
 logger = logging.getLogger("rolecall")
 
@@ -115,12 +117,15 @@ class App:
             (directory / "tls.key").write_bytes(key)
             (directory / "tls.key").chmod(0o600)
             certfile, keyfile = str(directory / "tls.crt"), str(directory / "tls.key")
-        settings.admission.server = kopf.WebhookServer(
+        client_ca = self.settings.webhook_client_ca
+        settings.admission.server = CheckedWebhookServer(
             addr=self.settings.webhook_host,
             port=self.settings.webhook_port,
             host=self.settings.webhook_url_host,
             certfile=certfile,
             pkeyfile=keyfile,
+            verify_cafile=client_ca or None,
+            verify_mode=ssl.CERT_REQUIRED if client_ca else None,
         )
         if self.settings.webhook_url_host:
             settings.admission.managed = self.settings.webhook_configuration_name
@@ -162,6 +167,7 @@ class App:
             await self._load_operator_keys()
         await self._prime()
         await self._detect_native_sidecars()
+        token_key = await self._token_key()
         limiter = TokenBucket(self.settings.sts_rate, self.settings.sts_burst)
         self.reconciler = Reconciler(
             settings=self.settings,
@@ -172,6 +178,7 @@ class App:
             metrics=self.metrics,
             executor=self.executor,
             on_issued=self.events.issued,
+            token_key=token_key,
         )
         self.scheduler = Scheduler(
             self.reconciler.reconcile,
@@ -228,6 +235,13 @@ class App:
             endpoint_url=self.settings.sts_endpoint_url,
             base_keys=keys,
         )
+
+    async def _token_key(self) -> bytes | None:
+        where = self.settings.token_key_secret or f"{self.settings.lease_namespace}/rolecall-token-key"
+        if where == "-":
+            return None
+        namespace, _, name = where.partition("/")
+        return await tokenkey.load_or_create(self.kube, self._in_executor, namespace, name)
 
     async def _prime(self) -> None:
         for body in await self._in_executor(self.kube.list_policies):

@@ -161,6 +161,14 @@ class Settings:
         kind="optional",
         doc="namespace/name of a Secret with the operator's static AWS keys (default: the AWS SDK chain)",
     )
+    token_key_secret: str = _setting(
+        "",
+        flag="--token-key-secret",
+        env="ROLECALL_TOKEN_KEY_SECRET",
+        shown_default="<lease namespace>/rolecall-token-key",
+        doc="namespace/name of the Secret holding the key sidecar tokens are derived from "
+        "(created if absent; '-': random tokens)",
+    )
     # pods
     default_injection_mode: str = _setting(
         InjectionMode.SIDECAR.value,
@@ -214,6 +222,13 @@ class Settings:
         doc="TLS certificate file (default: self-signed, development only)",
     )
     webhook_key: str | None = _setting(None, flag="--webhook-key", kind="optional", doc="TLS key file")
+    webhook_client_ca: str | None = _setting(
+        None,
+        flag="--webhook-client-ca",
+        kind="optional",
+        doc="CA file: accept webhook calls only with a client certificate it signed (an API server "
+        "configured with an admission kubeconfig presents one)",
+    )
     webhook_service: str | None = _setting(
         None,
         flag="--webhook-service",

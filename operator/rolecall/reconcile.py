@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from rolecall import access, render, schedule, sources, status
+from rolecall import access, render, schedule, sources, status, tokens
 from rolecall.clock import Clock
 from rolecall.config import Settings
 from rolecall.constants import Reason
@@ -136,6 +136,7 @@ class Reconciler:
         executor: ThreadPoolExecutor,
         rng: Callable[[], float] = random.random,
         on_issued: Callable[[Key], None] | None = None,
+        token_key: bytes | None = None,
     ) -> None:
         self.settings = settings
         self.kube = kube
@@ -146,6 +147,7 @@ class Reconciler:
         self.executor = executor
         self.rng = rng
         self.on_issued = on_issued
+        self.token_key = token_key
         self.secrets = SecretWriter(kube, self._io)
         self.pods = PodAudit(kube, self._io, metrics, clock)
 
@@ -301,7 +303,8 @@ class Reconciler:
         stored, creds, token = render.read_stored(secret)
         if b.state.issued is not None:
             stored, creds, token = b.state.issued.stored, b.state.issued.credentials, b.state.issued.token
-        token = token if len(token) >= 32 else pysecrets.token_urlsafe(32)
+        if len(token) < 32:  # new, or lost with its Secret: the same token again if we can
+            token = tokens.derive(self.token_key, b.uid) if self.token_key else pysecrets.token_urlsafe(32)
         if stored is None or creds is None:
             return None, token
         return Issued(clamp(stored, b.spec.duration_seconds, b.now), creds, token), token

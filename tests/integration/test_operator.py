@@ -376,3 +376,26 @@ def test_assume_command_prints_working_credentials_in_each_format(
         and "spec.roleArn: invalid value 'nope'" in done.stderr
         and "spec.durationSeconds" in done.stderr
     )
+
+
+def test_sidecar_token_outlives_lost_secrets_restarts_and_suspension(
+    k8s: K8s, namespace: str, policy: str, start_operator: Any
+) -> None:
+    """Older SDKs read AWS_CONTAINER_AUTHORIZATION_TOKEN once, at container start: the token
+    must stay the same for the AssumedRole's life, whatever happens to its Secret."""
+    op = start_operator(token_key_secret=f"{namespace}/rolecall-token-key")
+    k8s.create_ar(namespace, "s3", spec())
+    first = wait_for(lambda: (k8s.secret_data(namespace, "s3") or {}).get(c.KEY_TOKEN), timeout=10)
+    op.stop()
+    # lost while no operator ran: nothing in memory, nothing in the Secret
+    k8s.core.delete_namespaced_secret("s3", namespace)
+    start_operator(token_key_secret=f"{namespace}/rolecall-token-key")
+    again = wait_for(lambda: (k8s.secret_data(namespace, "s3") or {}).get(c.KEY_TOKEN), timeout=10)
+    assert again == first, "a restored Secret got a new sidecar token"
+    k8s.patch_ar(namespace, "s3", {"spec": {"suspend": True}})
+    wait_for(lambda: k8s.secret(namespace, "s3") is None, timeout=10)
+    k8s.patch_ar(namespace, "s3", {"spec": {"suspend": False}})
+    resumed = wait_for(lambda: (k8s.secret_data(namespace, "s3") or {}).get(c.KEY_TOKEN), timeout=10)
+    assert resumed == first, "suspend and resume changed the sidecar token"
+    key = k8s.secret(namespace, "rolecall-token-key")
+    assert key is not None and "key" in key["data"]

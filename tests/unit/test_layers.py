@@ -30,7 +30,7 @@ ADAPTER_OF = {
     "boto3": {"sts"},
     "botocore": {"sts"},
     "kubernetes": {"kube"},
-    "kopf": {"handlers", "app", "runtime"},
+    "kopf": {"handlers", "app", "runtime", "webhookserver"},
 }
 
 
