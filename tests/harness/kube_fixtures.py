@@ -255,7 +255,11 @@ def request_token(api: Any, namespace: str, name: str, seconds: int = 3600) -> s
         api,
         "POST",
         f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": seconds}},
+        body={
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": seconds},
+        },
     )
     if answer.status != 201:
         raise AssertionError(f"TokenRequest for {namespace}/{name}: {answer.status} {answer.data[:300]!r}")
@@ -310,13 +314,18 @@ def service_account_identity(
     import kubernetes
 
     try:
-        kubernetes.client.CoreV1Api(api).create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+        kubernetes.client.CoreV1Api(api).create_namespaced_service_account(
+            namespace, {"metadata": {"name": name}}
+        )
     except kubernetes.client.ApiException as e:
         if e.status != 409:
             raise
     username = f"system:serviceaccount:{namespace}:{name}"
     path = kubeconfig_with_credentials(
-        kubeconfig, directory / f"sa-{namespace}-{name}.kubeconfig", username, {"token": request_token(api, namespace, name)}
+        kubeconfig,
+        directory / f"sa-{namespace}-{name}.kubeconfig",
+        username,
+        {"token": request_token(api, namespace, name)},
     )
     return Identity(username, path, api_client_from_kubeconfig(path))
 
@@ -427,10 +436,14 @@ def target_kopf_login(kube_target: KubeTarget) -> Callable[..., Any]:
 
 
 @pytest.fixture
-def kube_as(kube_target: KubeTarget, target_api: Any, tmp_path: pathlib.Path) -> Iterator[Callable[..., Identity]]:
+def kube_as(
+    kube_target: KubeTarget, target_api: Any, tmp_path: pathlib.Path
+) -> Iterator[Callable[..., Identity]]:
     made: list[Identity] = []
 
-    def login(service_account: str | None = None, *, user: str | None = None, group: str | None = None) -> Identity:
+    def login(
+        service_account: str | None = None, *, user: str | None = None, group: str | None = None
+    ) -> Identity:
         if service_account is not None:
             namespace, _, name = service_account.partition("/")
             identity = service_account_identity(target_api, kube_target.kubeconfig, namespace, name, tmp_path)

@@ -95,7 +95,9 @@ def install_operator_identity(api: Any, kubeconfig: Path, directory: Path) -> Op
     username = f"system:serviceaccount:{RELEASE_NAMESPACE}:{account}"
     # A day-long token: the session's tests must not outlive it.
     token = request_token(api, RELEASE_NAMESPACE, account, seconds=86400)
-    path = kubeconfig_with_credentials(kubeconfig, directory / "operator.kubeconfig", username, {"token": token})
+    path = kubeconfig_with_credentials(
+        kubeconfig, directory / "operator.kubeconfig", username, {"token": token}
+    )
     return OperatorIdentity(RELEASE_NAMESPACE, account, lease_name, path)
 
 
@@ -119,7 +121,9 @@ def operator_identity(
 
 
 @pytest.fixture
-def operator_kubeconfig(operator_identity: OperatorIdentity, kube_emulator: KubeAPIEmulator) -> Iterator[Path]:
+def operator_kubeconfig(
+    operator_identity: OperatorIdentity, kube_emulator: KubeAPIEmulator
+) -> Iterator[Path]:
     since = kube_emulator.denial_count()
     yield operator_identity.kubeconfig
     assert_no_denials(kube_emulator, operator_identity.username, since)

@@ -110,7 +110,12 @@ def watch_secret_writes(
 
 
 def test_standby_takes_over_after_sigkill_and_writes_once(
-    replicas: Any, k8s: K8s, namespace: str, policy: str, sts: STSFaultProxy, operator_identity: OperatorIdentity
+    replicas: Any,
+    k8s: K8s,
+    namespace: str,
+    policy: str,
+    sts: STSFaultProxy,
+    operator_identity: OperatorIdentity,
 ) -> None:
     a = replicas("replica-a")
     wait_for(
@@ -160,7 +165,9 @@ def test_standby_takes_over_after_sigkill_and_writes_once(
     sts.clear()
 
     wait_for(
-        lambda: lease_holder(k8s, operator_identity) == "replica-b", timeout=20, message="the standby never took over"
+        lambda: lease_holder(k8s, operator_identity) == "replica-b",
+        timeout=20,
+        message="the standby never took over",
     )
     wait_for(
         lambda: len(sts.requests(action="AssumeRole", role_arn=role)) >= 1,

@@ -74,7 +74,14 @@ SA_PREFIX = "system:serviceaccount:"
 SA_GROUP = "system:serviceaccounts"
 
 NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
-METHOD_VERBS = {"POST": "create", "GET": "get", "HEAD": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+METHOD_VERBS = {
+    "POST": "create",
+    "GET": "get",
+    "HEAD": "get",
+    "PUT": "update",
+    "PATCH": "patch",
+    "DELETE": "delete",
+}
 TOKEN_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
 TOKEN_DEFAULT_SECONDS = 3600
 TOKEN_MIN_SECONDS = 600
@@ -387,7 +394,11 @@ def _cluster_role(name: str, rules: list[Obj], labels: dict[str, str] | None = N
     return {
         "apiVersion": f"{GROUP}/v1",
         "kind": "ClusterRole",
-        "metadata": {"name": name, "labels": {**_BOOTSTRAP_LABELS, **(labels or {})}, "annotations": _AUTOUPDATE},
+        "metadata": {
+            "name": name,
+            "labels": {**_BOOTSTRAP_LABELS, **(labels or {})},
+            "annotations": _AUTOUPDATE,
+        },
         "rules": rules,
         **extra,
     }
@@ -418,7 +429,10 @@ def bootstrap_policy() -> list[Obj]:
     return [
         _cluster_role(
             "cluster-admin",
-            [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}],
+            [
+                {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                {"nonResourceURLs": ["*"], "verbs": ["*"]},
+            ],
         ),
         _cluster_role("system:discovery", [{"nonResourceURLs": discovery_urls, "verbs": ["get"]}]),
         _cluster_role("system:public-info-viewer", [{"nonResourceURLs": public_urls, "verbs": ["get"]}]),
@@ -467,7 +481,11 @@ def bootstrap_policy() -> list[Obj]:
                     "resources": ["configmaps", "pods", "serviceaccounts", "services", "services/status"],
                     "verbs": _READ,
                 },
-                {"apiGroups": [""], "resources": ["events", "pods/status", "namespaces/status"], "verbs": _READ},
+                {
+                    "apiGroups": [""],
+                    "resources": ["events", "pods/status", "namespaces/status"],
+                    "verbs": _READ,
+                },
                 {"apiGroups": [""], "resources": ["namespaces"], "verbs": _READ},
             ],
             to_view,
@@ -510,9 +528,15 @@ def validate(rtype: ResourceType, obj: Obj, old: Obj | None) -> list[FieldError]
                         )
                     )
             elif not rule.get("resources"):
-                found.append(FieldError.required(f"{at}.resources", "resource rules must supply at least one resource"))
+                found.append(
+                    FieldError.required(f"{at}.resources", "resource rules must supply at least one resource")
+                )
             elif rule.get("apiGroups") is None:
-                found.append(FieldError.required(f"{at}.apiGroups", "resource rules must supply at least one api group"))
+                found.append(
+                    FieldError.required(
+                        f"{at}.apiGroups", "resource rules must supply at least one api group"
+                    )
+                )
         return found
     ref = obj.get("roleRef") or {}
     kinds = ["Role", "ClusterRole"] if rtype.plural == "rolebindings" else ["ClusterRole"]
@@ -531,7 +555,11 @@ def validate(rtype: ResourceType, obj: Obj, old: Obj | None) -> list[FieldError]
             found.append(FieldError.not_supported(f"{at}.kind", kind, ["ServiceAccount", "User", "Group"]))
         if not subject.get("name"):
             found.append(FieldError.required(f"{at}.name"))
-        if kind == "ServiceAccount" and rtype.plural == "clusterrolebindings" and not subject.get("namespace"):
+        if (
+            kind == "ServiceAccount"
+            and rtype.plural == "clusterrolebindings"
+            and not subject.get("namespace")
+        ):
             found.append(FieldError.required(f"{at}.namespace"))
     return found
 
@@ -551,7 +579,9 @@ class Auth:
         self.denial_count = 0
         self._signing_key = secrets.token_bytes(32)
         self._fingerprint: tuple[Any, ...] | None = None
-        self._rules_cache: dict[tuple[str, tuple[str, ...], str], list[tuple[Source | None, Obj | None, str]]] = {}
+        self._rules_cache: dict[
+            tuple[str, tuple[str, ...], str], list[tuple[Source | None, Obj | None, str]]
+        ] = {}
 
     # ----------------------------------------------------------------- authentication
 
@@ -591,10 +621,14 @@ class Auth:
             return user
         account = parse_service_account_username(name)
         if account is not None:
-            check = Attributes("impersonate", True, "", "", "v1", account[0], "serviceaccounts", "", account[1])
+            check = Attributes(
+                "impersonate", True, "", "", "v1", account[0], "serviceaccounts", "", account[1]
+            )
         else:
             check = Attributes("impersonate", True, "", "", "v1", "", "users", "", name)
-        checks = [check] + [Attributes("impersonate", True, "", "", "v1", "", "groups", "", g) for g in groups]
+        checks = [check] + [
+            Attributes("impersonate", True, "", "", "v1", "", "groups", "", g) for g in groups
+        ]
         for attrs in checks:
             decision = self.decide(user, attrs)
             if not decision.allowed:
@@ -609,6 +643,7 @@ class Auth:
 
     def authorize(self, user: User, method: str, attrs: Attributes) -> None:
         """Raise the Forbidden Status when RBAC does not allow the request."""
+        self.sync()  # before anything is read or decided: aggregated roles are up to date
         decision = self.decide(user, attrs)
         if decision.allowed:
             return
@@ -699,7 +734,9 @@ class Auth:
             aggregation = role.get("aggregationRule")
             if not isinstance(aggregation, dict):
                 continue
-            matchers = [label_selector_object_matcher(s) for s in aggregation.get("clusterRoleSelectors") or []]
+            matchers = [
+                label_selector_object_matcher(s) for s in aggregation.get("clusterRoleSelectors") or []
+            ]
             rules: list[Obj] = []
             for other in roles:
                 if other is role or not any(m(other["metadata"].get("labels") or {}) for m in matchers):
@@ -735,8 +772,10 @@ class Auth:
             raise errors.no_such_path()
         kind = REVIEWS[(attrs.api_group, attrs.resource)]
         if body.get("kind") not in (None, "", kind):
-            raise errors.bad_request(f"the kind in the data ({body['kind']}) does not match the expected kind ({kind})")
-        spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+            raise errors.bad_request(
+                f"the kind in the data ({body['kind']}) does not match the expected kind ({kind})"
+            )
+        spec: Obj = body["spec"] if isinstance(body.get("spec"), dict) else {}
         result: Obj = {
             "kind": kind,
             "apiVersion": f"{attrs.api_group}/v1",
@@ -793,8 +832,10 @@ class Auth:
                     )
                 ],
             )
-        if non_resource:
+        if isinstance(non_resource, dict):
             return Attributes(str(non_resource.get("verb") or ""), False, str(non_resource.get("path") or ""))
+        if not isinstance(resource, dict):
+            raise errors.bad_request("spec.resourceAttributes: must be an object")
         namespace = str(resource.get("namespace") or "")
         if kind == "LocalSubjectAccessReview" and namespace != attrs.namespace:
             raise errors.bad_request(
@@ -813,9 +854,8 @@ class Auth:
 
     def _rules_review(self, user: User, namespace: str) -> Obj:
         if MASTERS in user.groups:
-            resource_rules = [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]
             return {
-                "resourceRules": resource_rules,
+                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
                 "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
                 "incomplete": False,
             }
@@ -826,9 +866,13 @@ class Auth:
             if error:
                 errs.append(error)
             elif rule is not None and rule.get("nonResourceURLs"):
-                non_resource_rules.append({"verbs": rule["verbs"], "nonResourceURLs": rule["nonResourceURLs"]})
+                non_resource_rules.append(
+                    {"verbs": rule["verbs"], "nonResourceURLs": rule["nonResourceURLs"]}
+                )
             elif rule is not None:
-                entry = {k: rule[k] for k in ("verbs", "apiGroups", "resources", "resourceNames") if rule.get(k)}
+                entry = {
+                    k: rule[k] for k in ("verbs", "apiGroups", "resources", "resourceNames") if rule.get(k)
+                }
                 resource_rules.append(entry)
         status: Obj = {
             "resourceRules": resource_rules,
@@ -843,8 +887,10 @@ class Auth:
 
     def _token_request(self, attrs: Attributes, body: Mapping[str, Any]) -> Obj:
         if body.get("kind") not in (None, "", "TokenRequest"):
-            raise errors.bad_request(f"the kind in the data ({body['kind']}) does not match the expected kind (TokenRequest)")
-        spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+            raise errors.bad_request(
+                f"the kind in the data ({body['kind']}) does not match the expected kind (TokenRequest)"
+            )
+        spec: Obj = body["spec"] if isinstance(body.get("spec"), dict) else {}
         seconds = spec.get("expirationSeconds", TOKEN_DEFAULT_SECONDS)
         if not isinstance(seconds, int) or isinstance(seconds, bool):
             raise errors.bad_request(f"spec.expirationSeconds: must be an integer, got {seconds!r}")
@@ -853,7 +899,11 @@ class Auth:
                 "TokenRequest",
                 AUTHN_GROUP,
                 attrs.name,
-                [FieldError.invalid("spec.expirationSeconds", seconds, "may not specify a duration less than 10 minutes")],
+                [
+                    FieldError.invalid(
+                        "spec.expirationSeconds", seconds, "may not specify a duration less than 10 minutes"
+                    )
+                ],
             )
         if seconds > 2**32:
             raise errors.invalid(
