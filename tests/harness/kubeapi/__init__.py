@@ -18,8 +18,13 @@ finalizers; garbage collection by ownerReferences (Background/Foreground/Orphan)
 and CRD termination; CRD schemas (pruning, defaults, validation, CEL rules through
 ``cel-python`` when installed); mutating and validating admission webhooks over HTTPS.
 
-Known differences from a real server: no RBAC (a wrong token gets 401, no token is
-"system:anonymous"); no protobuf (kubectl can read, apply CRDs and custom resources, and
+Authentication and RBAC (rbac.py): bearer tokens name users and groups (the admin token is in
+system:masters; ServiceAccount tokens come from the TokenRequest subresource), Roles,
+ClusterRoles, bindings and aggregation are enforced with the API server's 403 Forbidden, and
+the access reviews answer ``kubectl auth can-i``. No token over plain http is the old insecure
+port's admin (kubectl sends no credentials over http); ``tls=True`` serves HTTPS.
+
+Known differences from a real server: no escalation checks on writing RBAC objects; no protobuf (kubectl can read, apply CRDs and custom resources, and
 create built-ins with ``apply --server-side``; it needs ``--validate=false``: no /openapi);
 no conversion webhooks or scale subresource; pods are never scheduled; built-in kinds are
 validated only where tests need it (names, labels, ownerReferences, pods, webhooks, CRDs).
