@@ -2266,3 +2266,30 @@ def test_kubectl_auth_can_i_whoami_and_create_token(kubectl_team: KubectlTeam) -
     assert (as_bot.returncode, as_bot.stdout.strip()) == (0, "yes"), as_bot
     token = kubectl_team.run("create", "token", "bot", "-n", "team", admin=True)
     assert token.returncode == 0 and token.stdout.count(".") == 2, token
+
+
+def test_requests_without_credentials(kube_target: KubeTarget, tmp_path: pathlib.Path) -> None:
+    """No token: 401 when authentication is required; over TLS, system:anonymous for RBAC to
+    judge; over plain http (where kubectl sends no credentials) the old insecure port's admin."""
+    kube_target.require_emulator()
+
+    def anonymous(emulator: KubeAPIEmulator, path: str) -> RawResponse:
+        config = emulator.write_kubeconfig(tmp_path / f"{emulator.port}")
+        with api_client_from_kubeconfig(config) as api:
+            api.configuration.api_key = {}
+            return raw_request(api, "GET", path)
+
+    with KubeAPIEmulator(require_auth=True) as strict:
+        refused = anonymous(strict, "/api/v1/namespaces")
+        assert refused.status == 401
+        assert refused.json()["reason"] == "Unauthorized"
+    with KubeAPIEmulator(tls=True) as secure:
+        refused = anonymous(secure, "/api/v1/namespaces")
+        assert refused.status == 403
+        assert refused.json()["message"] == (
+            'namespaces is forbidden: User "system:anonymous" cannot list resource "namespaces" '
+            'in API group "" at the cluster scope'
+        )
+        assert anonymous(secure, "/api").status == 403  # discovery is for authenticated users
+    with KubeAPIEmulator() as plain:
+        assert anonymous(plain, "/api/v1/namespaces").status == 200
