@@ -15,9 +15,14 @@ Contract fixtures (the same tests against the emulator or, when
 
 - ``kube_target`` (session): a :class:`KubeTarget` (kubeconfig, emulator or None).
 - ``target_api`` (session), ``target_namespace`` (function), ``target_kopf_login`` (session).
+- ``kube_as`` (function): ``kube_as("ns/name")`` is an :class:`Identity` (kubeconfig and API
+  client) of that ServiceAccount (created when missing) with a token from the TokenRequest API;
+  ``kube_as(user="alice", group="devs")`` impersonates a user through the admin login. Both work
+  against the emulator and a real cluster; RBAC judges what they do.
 
 Helpers: :func:`api_client_from_kubeconfig`, :func:`connection_info_from_kubeconfig`,
-:func:`apply_crds`, :func:`create_test_namespace`, :func:`raw_request`.
+:func:`apply_crds`, :func:`apply_objects`, :func:`create_test_namespace`, :func:`raw_request`,
+:func:`request_token`, :func:`kubeconfig_with_credentials`.
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ import pathlib
 import random
 import re
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.harness.kubeapi import KubeAPIEmulator, read_crd_manifests
 from tests.harness.wait import wait_for
@@ -208,6 +214,136 @@ def apply_crds(api: Any, directory: str | os.PathLike[str], timeout: float = 30)
     return [doc["metadata"]["name"] for doc in docs]
 
 
+def _resource_for(api: Any, api_version: str, kind: str) -> tuple[str, bool]:
+    """(plural, namespaced) of a kind, from discovery."""
+    path = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+    found = raw_request(api, "GET", path)
+    if found.status != 200:
+        raise AssertionError(f"discovery of {api_version} answered {found.status}: {found.data[:300]!r}")
+    for resource in found.json().get("resources") or []:
+        if resource.get("kind") == kind and "/" not in resource["name"]:
+            return resource["name"], bool(resource.get("namespaced"))
+    raise AssertionError(f"{api_version} serves no {kind}")
+
+
+def apply_objects(api: Any, docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Create each object through the API, or replace it when it exists (``kubectl apply``'s
+    effect for whole objects). Raises on any other error. Returns the stored objects."""
+    stored: list[dict[str, Any]] = []
+    for doc in docs:
+        plural, namespaced = _resource_for(api, doc["apiVersion"], doc["kind"])
+        prefix = f"/apis/{doc['apiVersion']}" if "/" in doc["apiVersion"] else f"/api/{doc['apiVersion']}"
+        namespace = doc["metadata"].get("namespace") or "default"
+        collection = f"{prefix}/namespaces/{namespace}/{plural}" if namespaced else f"{prefix}/{plural}"
+        created = raw_request(api, "POST", collection, body=doc)
+        if created.status == 409:
+            path = f"{collection}/{doc['metadata']['name']}"
+            current = raw_request(api, "GET", path).json()
+            body = json.loads(json.dumps(doc))
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            created = raw_request(api, "PUT", path, body=body)
+        if created.status not in (200, 201):
+            raise AssertionError(
+                f"applying {doc['kind']} {doc['metadata']['name']}: {created.status} {created.data[:500]!r}"
+            )
+        stored.append(created.json())
+    return stored
+
+
+def request_token(api: Any, namespace: str, name: str, seconds: int = 3600) -> str:
+    """A ServiceAccount token from the TokenRequest API (what ``kubectl create token`` does)."""
+    answer = raw_request(
+        api,
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+        body={
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": seconds},
+        },
+    )
+    if answer.status != 201:
+        raise AssertionError(f"TokenRequest for {namespace}/{name}: {answer.status} {answer.data[:300]!r}")
+    return str(answer.json()["status"]["token"])
+
+
+def kubeconfig_with_credentials(
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    user: str,
+    credentials: dict[str, Any],
+) -> pathlib.Path:
+    """A copy of kubeconfig ``source`` (its current cluster only) whose user is ``credentials``
+    (``{"token": ...}``, or the admin's credentials plus ``as``/``as-groups``)."""
+    config = yaml.safe_load(pathlib.Path(source).read_text())
+    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])["context"]
+    cluster = next(c for c in config["clusters"] if c["name"] == context["cluster"])
+    out = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": user, "user": credentials}],
+        "contexts": [{"name": user, "context": {"cluster": cluster["name"], "user": user}}],
+        "current-context": user,
+        "preferences": {},
+    }
+    path = pathlib.Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(out, sort_keys=False))
+    return path
+
+
+def admin_credentials(kubeconfig: str | os.PathLike[str]) -> dict[str, Any]:
+    config = yaml.safe_load(pathlib.Path(kubeconfig).read_text())
+    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])["context"]
+    return dict(next(u for u in config["users"] if u["name"] == context["user"])["user"])
+
+
+@dataclasses.dataclass
+class Identity:
+    """Someone RBAC judges: their user name, a kubeconfig and an API client for them."""
+
+    username: str
+    kubeconfig: pathlib.Path
+    api: Any
+
+
+def service_account_identity(
+    api: Any, kubeconfig: str | os.PathLike[str], namespace: str, name: str, directory: pathlib.Path
+) -> Identity:
+    """Create the ServiceAccount when missing, get it a token, and log in as it."""
+    import kubernetes
+
+    try:
+        kubernetes.client.CoreV1Api(api).create_namespaced_service_account(
+            namespace, {"metadata": {"name": name}}
+        )
+    except kubernetes.client.ApiException as e:
+        if e.status != 409:
+            raise
+    username = f"system:serviceaccount:{namespace}:{name}"
+    path = kubeconfig_with_credentials(
+        kubeconfig,
+        directory / f"sa-{namespace}-{name}.kubeconfig",
+        username,
+        {"token": request_token(api, namespace, name)},
+    )
+    return Identity(username, path, api_client_from_kubeconfig(path))
+
+
+def impersonated_identity(
+    kubeconfig: str | os.PathLike[str], user: str, group: str | None, directory: pathlib.Path
+) -> Identity:
+    """The admin login acting as ``user`` (and ``group``) through impersonation headers."""
+    credentials = {**admin_credentials(kubeconfig), "as": user, **({"as-groups": [group]} if group else {})}
+    path = kubeconfig_with_credentials(kubeconfig, directory / f"user-{user}.kubeconfig", user, credentials)
+    api = api_client_from_kubeconfig(kubeconfig)  # the Python client ignores "as": set the headers
+    api.set_default_header("Impersonate-User", user)
+    if group:
+        api.set_default_header("Impersonate-Group", group)
+    return Identity(user, path, api)
+
+
 @dataclasses.dataclass
 class KubeTarget:
     """Where the contract tests run: the emulator, or a real cluster's kubeconfig."""
@@ -298,3 +434,27 @@ def target_namespace(target_api: Any, request: pytest.FixtureRequest) -> Iterato
 @pytest.fixture(scope="session")
 def target_kopf_login(kube_target: KubeTarget) -> Callable[..., Any]:
     return login_handler(kube_target.kubeconfig)
+
+
+@pytest.fixture
+def kube_as(
+    kube_target: KubeTarget, target_api: Any, tmp_path: pathlib.Path
+) -> Iterator[Callable[..., Identity]]:
+    made: list[Identity] = []
+
+    def login(
+        service_account: str | None = None, *, user: str | None = None, group: str | None = None
+    ) -> Identity:
+        if service_account is not None:
+            namespace, _, name = service_account.partition("/")
+            identity = service_account_identity(target_api, kube_target.kubeconfig, namespace, name, tmp_path)
+        elif user is not None:
+            identity = impersonated_identity(kube_target.kubeconfig, user, group, tmp_path)
+        else:
+            raise ValueError("kube_as: give a ServiceAccount as 'namespace/name', or user=")
+        made.append(identity)
+        return identity
+
+    yield login
+    for identity in made:
+        identity.api.close()

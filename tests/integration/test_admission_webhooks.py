@@ -14,6 +14,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from rolecall import constants as c
+from rolecall.config import Settings
 from tests.harness.k8s import K8s
 from tests.harness.operator_fixtures import ROLE_PREFIX
 from tests.harness.sts import STSFaultProxy, free_port
@@ -24,13 +25,14 @@ ROLE = ROLE_PREFIX + "team-a-s3-reader"
 
 @pytest.fixture
 def webhook_operator(start_operator: Any, k8s: K8s) -> Iterator[Any]:
-    name = f"rolecall-test-{free_port()}.rolecall.dev"
+    # The operator's default configuration name: the one the chart lets it patch (RBAC
+    # resourceNames); it is deleted at teardown, so tests do not share it.
+    name = Settings().webhook_configuration_name
     op = start_operator(
         webhook_enabled=True,
         webhook_host="127.0.0.1",
         webhook_port=free_port(),
         webhook_url_host="127.0.0.1",
-        webhook_configuration_name=name,
     )
     adm = kubernetes.client.AdmissionregistrationV1Api(k8s.api)
 

@@ -93,6 +93,7 @@ OPERATOR_CALLS: dict[tuple[str, str], set[str]] = {
     ("rolecall.dev", "assumedroles"): {"get", "list", "watch"},
     ("rolecall.dev", "assumedroles/status"): {"get", "patch", "update"},
     ("rolecall.dev", "assumedrolepolicies"): {"get", "list", "watch"},
+    ("rolecall.dev", "assumedrolepolicies/status"): {"patch"},
     ("", "namespaces"): {"get", "list", "watch"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},

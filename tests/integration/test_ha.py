@@ -24,7 +24,7 @@ from rolecall import constants as c
 from rolecall.schedule import format_time
 from tests.harness.k8s import K8s
 from tests.harness.operator import OperatorProcess
-from tests.harness.operator_fixtures import ROLE_PREFIX, secret_material
+from tests.harness.operator_fixtures import ROLE_PREFIX, OperatorIdentity, secret_material
 from tests.harness.sts import STSFaultProxy
 from tests.harness.wait import wait_for
 
@@ -32,17 +32,20 @@ LEASE_SECONDS = 3
 
 
 def replica_process(
-    name: str, kubeconfig: Path, namespace: str, env: dict[str, str], log_dir: Path
+    name: str, identity: OperatorIdentity, namespace: str, env: dict[str, str], log_dir: Path
 ) -> OperatorProcess:
+    """A replica as the chart runs it: the chart's ServiceAccount, its Lease in the release namespace."""
     return OperatorProcess(
-        kubeconfig,
+        identity.kubeconfig,
         namespace,
         {**env, "POD_NAME": name},
         log_dir / f"{name}.log",
         "--ha",
         "lease",
         "--lease-namespace",
-        namespace,
+        identity.namespace,
+        "--lease-name",
+        identity.lease_name,
         "--lease-seconds",
         str(LEASE_SECONDS),
         "--verbose",  # the most talkative setting: still no secret may reach the log
@@ -51,12 +54,19 @@ def replica_process(
 
 @pytest.fixture
 def replicas(
-    kubeconfig_path: Path, namespace: str, aws_env: dict[str, str], tmp_path: Path, crds: None, k8s: K8s
+    operator_identity: OperatorIdentity,
+    operator_kubeconfig: Path,
+    namespace: str,
+    aws_env: dict[str, str],
+    tmp_path: Path,
+    crds: None,
+    k8s: K8s,
 ) -> Iterator[Any]:
     started: list[OperatorProcess] = []
+    delete_lease(k8s, operator_identity)  # each test elects from scratch
 
     def start(name: str) -> OperatorProcess:
-        replica = replica_process(name, kubeconfig_path, namespace, aws_env, tmp_path)
+        replica = replica_process(name, operator_identity, namespace, aws_env, tmp_path)
         started.append(replica)
         return replica
 
@@ -64,17 +74,27 @@ def replicas(
     material = secret_material(k8s, namespace)
     for replica in started:
         replica.stop()
+    delete_lease(k8s, operator_identity)
     logs = "\n".join(r.text() for r in started)
     assert "Traceback" not in logs, logs[-3000:]
     assert material and not any(value in logs for value in material), "secret material in the operators' logs"
 
 
-def lease_holder(k8s: K8s, namespace: str) -> str | None:
+def lease_holder(k8s: K8s, identity: OperatorIdentity) -> str | None:
     api = kubernetes.client.CoordinationV1Api(k8s.api)
     try:
-        return api.read_namespaced_lease("rolecall-leader", namespace).spec.holder_identity  # type: ignore[no-any-return]
+        return api.read_namespaced_lease(identity.lease_name, identity.namespace).spec.holder_identity  # type: ignore[no-any-return]
     except kubernetes.client.exceptions.ApiException:
         return None
+
+
+def delete_lease(k8s: K8s, identity: OperatorIdentity) -> None:
+    api = kubernetes.client.CoordinationV1Api(k8s.api)
+    try:
+        api.delete_namespaced_lease(identity.lease_name, identity.namespace)
+    except kubernetes.client.exceptions.ApiException as e:
+        if e.status != 404:
+            raise
 
 
 def watch_secret_writes(
@@ -90,11 +110,16 @@ def watch_secret_writes(
 
 
 def test_standby_takes_over_after_sigkill_and_writes_once(
-    replicas: Any, k8s: K8s, namespace: str, policy: str, sts: STSFaultProxy
+    replicas: Any,
+    k8s: K8s,
+    namespace: str,
+    policy: str,
+    sts: STSFaultProxy,
+    operator_identity: OperatorIdentity,
 ) -> None:
     a = replicas("replica-a")
     wait_for(
-        lambda: lease_holder(k8s, namespace) == "replica-a",
+        lambda: lease_holder(k8s, operator_identity) == "replica-a",
         timeout=20,
         message="replica-a never took the lease",
     )
@@ -104,7 +129,7 @@ def test_standby_takes_over_after_sigkill_and_writes_once(
     wait_for(lambda: (cnd := k8s.condition(namespace, "s3")) and cnd["status"] == "True", timeout=20)
     time.sleep(1.5)  # give the standby every chance to (wrongly) act too
     assert len(sts.requests(action="AssumeRole", role_arn=role)) == 1, "the standby called STS as well"
-    assert lease_holder(k8s, namespace) == "replica-a"
+    assert lease_holder(k8s, operator_identity) == "replica-a"
 
     # the active replica dies hard; meanwhile the binding's refresh falls due
     a.proc.send_signal(signal.SIGKILL)
@@ -140,7 +165,9 @@ def test_standby_takes_over_after_sigkill_and_writes_once(
     sts.clear()
 
     wait_for(
-        lambda: lease_holder(k8s, namespace) == "replica-b", timeout=20, message="the standby never took over"
+        lambda: lease_holder(k8s, operator_identity) == "replica-b",
+        timeout=20,
+        message="the standby never took over",
     )
     wait_for(
         lambda: len(sts.requests(action="AssumeRole", role_arn=role)) >= 1,

@@ -63,9 +63,10 @@ def ar_spec(**extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def kube_proxy(kube_emulator: Any, kubeconfig_path: Path, tmp_path: Path) -> Iterator[KubeFaultProxy]:
+def kube_proxy(kube_emulator: Any, operator_kubeconfig: Path, tmp_path: Path) -> Iterator[KubeFaultProxy]:
     proxy = KubeFaultProxy(kube_emulator.url).start()
-    proxy.kubeconfig = proxy.write_kubeconfig(kubeconfig_path, tmp_path / "via-proxy.kubeconfig")  # type: ignore[attr-defined]
+    # the operator's own login (the chart's ServiceAccount), through the proxy
+    proxy.kubeconfig = proxy.write_kubeconfig(operator_kubeconfig, tmp_path / "via-proxy.kubeconfig")  # type: ignore[attr-defined]
     yield proxy
     proxy.stop()
 

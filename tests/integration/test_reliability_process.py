@@ -44,13 +44,13 @@ REQUIRED_KEYS = {
 
 @pytest.fixture
 def operators(
-    kubeconfig_path: Path, namespace: str, aws_env: dict[str, str], tmp_path: Path, crds: None, k8s: K8s
+    operator_kubeconfig: Path, namespace: str, aws_env: dict[str, str], tmp_path: Path, crds: None, k8s: K8s
 ) -> Iterator[Any]:
     started: list[OperatorProcess] = []
 
     def start(*args: str) -> OperatorProcess:
         op = OperatorProcess(
-            kubeconfig_path, namespace, aws_env, tmp_path / f"operator-{len(started)}.log", *args
+            operator_kubeconfig, namespace, aws_env, tmp_path / f"operator-{len(started)}.log", *args
         )
         started.append(op)
         return op

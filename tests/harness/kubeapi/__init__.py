@@ -11,7 +11,7 @@ What it does, like a real API server (pinned by tests/integration/test_kubeapi_c
 discovery; built-in v1 namespaces/secrets/configmaps/pods/serviceaccounts/services/events,
 events.k8s.io events, leases, apps/v1 deployments, policy/v1 poddisruptionbudgets,
 networking.k8s.io/v1 networkpolicies, rbac.authorization.k8s.io/v1 roles/clusterroles/
-rolebindings/clusterrolebindings (stored, not enforced), CRDs and webhook configurations;
+rolebindings/clusterrolebindings (enforced, see below), CRDs and webhook configurations;
 server-managed metadata (uid, one global resourceVersion, generation, generateName,
 stringData); GET/LIST (limit and continue)/WATCH (resume from a bounded history, 410 Gone,
 bookmarks, timeoutSeconds); label and field selectors; POST/PUT/PATCH (merge, JSON with test
@@ -33,13 +33,19 @@ For real kubectl (1.33) and helm (4):
 - webhook Services routed to local processes (``route_service``), and a kubelet stand-in that
   runs an installed Deployment's operator as a local process (kubelet.py).
 
-Known differences from a real server: no RBAC (a wrong token gets 401, no token is
-"system:anonymous"); server-side apply is a merge without managedFields or conflicts;
-``/openapi/v2`` is JSON only (client-go asks for protobuf, gets 406 and uses v3); legacy
-discovery only (kubectl falls back from the aggregated form); no watch in Table form; no
-conversion webhooks or scale subresource; pods are never scheduled (kubelet.py runs one
-Deployment on request); built-in kinds are validated only where tests need it (names, labels,
-ownerReferences, pods, deployments, RBAC bindings, webhooks, CRDs).
+Authentication and RBAC (rbac.py): bearer tokens name users and groups (the admin token is in
+system:masters; ServiceAccount tokens come from the TokenRequest subresource), Roles,
+ClusterRoles, bindings and aggregation are enforced with the API server's 403 Forbidden, and
+the access reviews answer ``kubectl auth can-i``. No token over plain http is the old insecure
+port's admin (kubectl sends no credentials over http); ``tls=True`` serves HTTPS.
+
+Known differences from a real server: no escalation checks on writing RBAC objects;
+server-side apply is a merge without managedFields or conflicts; ``/openapi/v2`` is JSON only
+(client-go asks for protobuf, gets 406 and uses v3); legacy discovery only (kubectl falls back
+from the aggregated form); no watch in Table form; no conversion webhooks or scale
+subresource; pods are never scheduled (kubelet.py runs one Deployment on request); built-in
+kinds are validated only where tests need it (names, labels, ownerReferences, pods,
+deployments, RBAC bindings, webhooks, CRDs).
 """
 
 from .emulator import DEFAULT_TOKEN, DEFAULT_USER, KubeAPIEmulator, read_crd_manifests

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import os
 import pathlib
+import ssl
+import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -13,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 from aiohttp import web
 
+from .rbac import AUTHENTICATED, MASTERS, Denial, User, static_user
 from .server import VERBS, ApiServer
 
 T = TypeVar("T")
@@ -26,6 +30,9 @@ class KubeAPIEmulator:
 
     ``start()`` serves it from a daemon thread; ``stop()`` ends it. Any client that can read
     a kubeconfig (``write_kubeconfig``) can talk to it: the kubernetes client, kopf, kubectl.
+    The admin ``token`` is ``username`` in ``system:masters``. With ``tls=True`` it serves
+    HTTPS with a self-signed certificate (in the kubeconfig): kubectl and helm send their
+    credentials only over TLS, so that is how they act as a user RBAC judges.
     """
 
     def __init__(
@@ -36,6 +43,7 @@ class KubeAPIEmulator:
         token: str = DEFAULT_TOKEN,
         username: str = DEFAULT_USER,
         require_auth: bool = False,
+        tls: bool = False,
         history_size: int = 2000,
         bookmark_interval: float = 50.0,
         default_watch_timeout: float = 1800.0,
@@ -44,9 +52,13 @@ class KubeAPIEmulator:
         self.port = port
         self.token = token
         self.username = username
+        self.tls = tls
+        self.ca_pem: bytes | None = None
+        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
         self._options: dict[str, Any] = {
-            "tokens": {token: username},
+            "tokens": {token: User(username, (MASTERS, AUTHENTICATED))},
             "require_auth": require_auth,
+            "secure": tls,
             "history_size": history_size,
             "bookmark_interval": bookmark_interval,
             "default_watch_timeout": default_watch_timeout,
@@ -71,7 +83,7 @@ class KubeAPIEmulator:
             shutdown_timeout=1.0,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl_context())
         await site.start()
         server = site._server
         assert server is not None
@@ -79,12 +91,31 @@ class KubeAPIEmulator:
         self.port = sockets[0].getsockname()[1]
         self.server.address = f"{self.host}:{self.port}"
 
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        from rolecall.tls import generate_self_signed
+
+        cert, key = generate_self_signed([self.host, "localhost"])
+        self.ca_pem = cert
+        self._tls_dir = tempfile.TemporaryDirectory(prefix="kubeapi-tls-")
+        cert_path = pathlib.Path(self._tls_dir.name, "tls.crt")
+        key_path = pathlib.Path(self._tls_dir.name, "tls.key")
+        cert_path.write_bytes(cert)
+        key_path.write_bytes(key)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert_path, key_path)
+        return context
+
     async def stop_async(self) -> None:
         if self.server is not None:
             await self.server.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._tls_dir is not None:
+            self._tls_dir.cleanup()
+            self._tls_dir = None
 
     def start(self) -> KubeAPIEmulator:
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -129,18 +160,30 @@ class KubeAPIEmulator:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
-    def write_kubeconfig(self, path: str | os.PathLike[str], *, namespace: str = "default") -> pathlib.Path:
+    def write_kubeconfig(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        namespace: str = "default",
+        token: str | None = None,
+        user: str | None = None,
+    ) -> pathlib.Path:
+        """A kubeconfig for the admin, or for whoever ``token`` authenticates (named ``user``)."""
+        cluster: dict[str, Any] = {"server": self.url}
+        if self.ca_pem is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(self.ca_pem).decode()
+        user_name = user or (self.username if token is None else "user")
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": self.username, "user": {"token": self.token}}],
+            "clusters": [{"name": "emulator", "cluster": cluster}],
+            "users": [{"name": user_name, "user": {"token": token or self.token}}],
             "contexts": [
                 {
                     "name": "emulator",
-                    "context": {"cluster": "emulator", "user": self.username, "namespace": namespace},
+                    "context": {"cluster": "emulator", "user": user_name, "namespace": namespace},
                 }
             ],
             "current-context": "emulator",
@@ -176,8 +219,27 @@ class KubeAPIEmulator:
     def reset_counts(self) -> None:
         self.call(lambda s: s.counts.clear())
 
-    def add_token(self, token: str, username: str) -> None:
-        self.call(lambda s: s.tokens.__setitem__(token, username))
+    def add_token(self, token: str, username: str, groups: Iterable[str] = ()) -> None:
+        """A static token for a user (in ``groups`` and ``system:authenticated``)."""
+        user = static_user(username, groups)
+        self.call(lambda s: s.auth.tokens.__setitem__(token, user))
+
+    def service_account_token(self, namespace: str, name: str, seconds: int = 3600) -> str:
+        """A token for an existing ServiceAccount, as ``kubectl create token`` gets one."""
+        return self.call(lambda s: s.auth.issue_service_account_token(namespace, name, seconds))[0]
+
+    def denials(self, since: int = 0) -> list[Denial]:
+        """Requests RBAC refused (403), oldest first, from the ``since``-th denial on."""
+
+        def collect(s: ApiServer) -> list[Denial]:
+            first = s.auth.denial_count - len(s.auth.denials)
+            return list(s.auth.denials)[max(since - first, 0) :]
+
+        return self.call(collect)
+
+    def denial_count(self) -> int:
+        """How many requests RBAC refused so far (a cursor for :meth:`denials`)."""
+        return self.call(lambda s: s.auth.denial_count)
 
     def compact_history(self) -> None:
         """Forget the watch history: watches resuming from older resourceVersions get 410."""

@@ -17,7 +17,7 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
-from . import builtins, errors, openapi, protobuf, tables
+from . import builtins, errors, openapi, protobuf, rbac, tables
 from .admission import MUTATING, VALIDATING, Admission, AdmissionRequest
 from .errors import ApiError, FieldError
 from .patches import clone, json_equal, json_patch, merge_patch, strategic_merge
@@ -116,15 +116,17 @@ class ApiServer:
     def __init__(
         self,
         *,
-        tokens: dict[str, str],
+        tokens: dict[str, rbac.User],
         require_auth: bool = False,
+        secure: bool = False,
         history_size: int = 2000,
         bookmark_interval: float = 50.0,
         default_watch_timeout: float = 1800.0,
     ) -> None:
-        self.tokens = tokens
-        self.require_auth = require_auth
         self.store = Store(history_size=history_size)
+        rbac.register_types(self.store)
+        self.auth = rbac.Auth(self.store, tokens, require_auth=require_auth)
+        self.secure = secure
         self.admission = Admission(self.store)
         self.cel = CelRules()
         self.validator = Validator(self.cel)
@@ -143,6 +145,10 @@ class ApiServer:
                 self.store.types[NS_KEY],
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
             )
+        for obj in rbac.bootstrap_policy():
+            group, _, version = obj["apiVersion"].rpartition("/")
+            types = self.store.by_group_version[(group, version)].values()
+            self._put_new(next(t for t in types if t.kind == obj["kind"]), obj)
 
     def _put_new(self, rtype: ResourceType, obj: Obj) -> Obj:
         """Create an object directly (server-internal, no admission)."""
@@ -200,23 +206,6 @@ class ApiServer:
             headers=headers,
         )
 
-    def _authenticate(self, request: web.Request) -> str:
-        """A known bearer token names the user; an unknown one gets 401 Unauthorized.
-
-        Without credentials the request is anonymous (allowed unless ``require_auth``): kubectl
-        and client-go never send a token to a plain-http server.
-        """
-        header = request.headers.get("Authorization", "")
-        if header:
-            scheme, _, token = header.partition(" ")
-            user = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
-            if user is None:
-                raise errors.unauthorized()
-            return user
-        if self.require_auth:
-            raise errors.unauthorized()
-        return "system:anonymous"
-
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         if path in ("/healthz", "/livez", "/readyz"):
@@ -224,7 +213,14 @@ class ApiServer:
         if path == "/version":
             self.counts["discovery"] += 1
             return self._json(VERSION_INFO)
-        username = self._authenticate(request)
+        # Authentication and RBAC (rbac.py); reviews and TokenRequests are answered there.
+        user = self.auth.authenticate(request.headers, secure=self.secure)
+        attrs = rbac.request_attributes(request.method, path, request.query)
+        self.auth.authorize(user, request.method, attrs)
+        if self.auth.is_served_here(request.method, attrs):
+            body = await self._body(request) if request.method == "POST" else None
+            return self._json(*self.auth.serve(request.method, attrs, user, body))
+        username = user.name
         segments = [urllib.parse.unquote(s) for s in path.split("/") if s]
         if segments[:1] == ["openapi"] and request.method == "GET":
             return self._openapi(request, segments)
@@ -579,7 +575,7 @@ class ApiServer:
 
     def _validate(self, target: Target, obj: Obj, old: Obj | None) -> None:
         rtype = target.rtype
-        found: list[FieldError] = builtins.validate(rtype, obj, old)
+        found: list[FieldError] = builtins.validate(rtype, obj, old) + rbac.validate(rtype, obj, old)
         if not rtype.builtin:
             schema = rtype.schemas.get(target.version) or {}
             if schema:
