@@ -46,8 +46,8 @@ from tests.harness.kube_fixtures import (
     create_test_namespace,
     delete_test_namespace,
     raw_request,
-    unique_namespace_name,
     service_account_identity,
+    unique_namespace_name,
 )
 from tests.harness.kubeapi import KubeAPIEmulator
 from tests.harness.tools import ensure_kubectl
@@ -1963,6 +1963,8 @@ def test_apps_rbac_and_policy_groups(target_api: Any, target_namespace: str) -> 
     assert pdb.spec.max_unavailable == 1
     groups = {g["name"] for g in raw_request(target_api, "GET", "/apis").json()["groups"]}
     assert {"apps", "rbac.authorization.k8s.io", "policy", "networking.k8s.io"} <= groups
+
+
 # --------------------------------------------------------------------------- authentication and RBAC
 
 RBAC = "rbac.authorization.k8s.io"
