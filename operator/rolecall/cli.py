@@ -184,8 +184,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     logs.setup(settings.verbose)
 
     async def main() -> None:
-        # kopf installs its own SIGINT/SIGTERM handlers and stops cleanly on them
-        await run_operator(App(settings))
+        # kopf installs its own SIGINT/SIGTERM handlers and stops cleanly on them; the hook
+        # (install) runs a fresh operator whenever the CRDs are served, and waits while not
+        from rolecall import crds
+
+        await crds.supervise(settings, lambda stop: run_operator(App(settings), stop_flag=stop))
 
     asyncio.run(main())
     return 0
