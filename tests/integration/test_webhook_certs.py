@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from rolecall import tls, webhookcerts
 from rolecall.clock import FakeClock
 from tests.harness.k8s import K8s
+from tests.harness.operator import LogCapture
 from tests.harness.operator_fixtures import ROLE_PREFIX
 from tests.harness.sts import free_port
 from tests.harness.wait import wait_for
@@ -108,7 +109,12 @@ def denied(k8s: K8s, namespace: str, name: str) -> ApiException:
 
 
 def test_replicas_issue_one_ca_publish_it_and_rotate_without_a_gap(
-    start_operator: Any, k8s: K8s, namespace: str, setup: tuple[str, int, Any], clock: FakeClock
+    start_operator: Any,
+    k8s: K8s,
+    namespace: str,
+    setup: tuple[str, int, Any],
+    clock: FakeClock,
+    log_capture: LogCapture,
 ) -> None:
     name, port, adm = setup
     # the operators' time starts 250 days ago, so that moving it on to now renews the serving
@@ -156,6 +162,9 @@ def test_replicas_issue_one_ca_publish_it_and_rotate_without_a_gap(
     # the API server (the emulator) verifies the served certificate with the caBundle
     refused = denied(k8s, namespace, "after")
     assert refused.status == 422 and "is not permitted to assume role" in refused.body
+    # a denial is an answer, not an operator error
+    lines = [ln for ln in log_capture.lines if "is not permitted to assume role" in ln]
+    assert lines and all(ln.startswith("INFO ") for ln in lines), lines
 
     # most of a year later every replica serves a renewed certificate of the same CA
     clock.advance(250 * DAY - 60)
