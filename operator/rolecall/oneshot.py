@@ -20,7 +20,6 @@ from rolecall.model import AssumedRoleSpec, Credentials, build_assume_request, p
 from rolecall.schedule import format_time
 from rolecall.sts import STSAdapter
 
-
 # how STS errors name the caller's identity; "no base AWS credentials for <this>" says what to do
 LOCAL_CREDENTIALS = (
     "rolecall assume, which uses your AWS SDK credentials: set AWS_PROFILE (after `aws sso login` "

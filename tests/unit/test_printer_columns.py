@@ -98,7 +98,7 @@ def test_a_healthy_binding_reads_right() -> None:
         "SECRET": "s3-reader",
         "READY": "True",
         "EXPIRES": "2031-05-01T12:45:00Z",
-        "AGE": "2h",
+        "AGE": "120m",  # as the API server prints two hours
     }
     assert "<invalid>" not in table(HEALTHY, wide=True).values()
 
@@ -110,7 +110,7 @@ def test_a_denied_binding_shows_why_with_wide_output() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "printed"),
-    [(-3600, "<invalid>"), (5, "5s"), (7200, "2h"), (90000, "25h"), (3 * 86400, "3d")],
+    [(-3600, "<invalid>"), (5, "5s"), (14400, "4h"), (90000, "25h"), (3 * 86400, "3d")],
     ids=["a future time", "seconds", "hours", "a day and more", "days"],
 )
 def test_the_renderer_prints_dates_like_the_api_server(seconds: float, printed: str) -> None:
