@@ -247,7 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     a.add_argument("--cluster-name", default="", help="value of the kubernetes-cluster-name session tag")
     a.add_argument("--no-session-tags", action="store_true", help="do not send the automatic session tags")
+    from rolecall import doctor, trustpolicy  # hook (install): subcommands registered by their modules
+
+    trustpolicy.register(sub)
+    doctor.register(sub)
     args = parser.parse_args(argv)
+    if getattr(args, "handler", None):
+        return int(args.handler(args))
     if args.command == "run":
         return _cmd_run(args)
     return _cmd_assume(args)
