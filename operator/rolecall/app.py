@@ -21,7 +21,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from rolecall import access, admission, render, tls, tokenkey
+from rolecall import access, admission, render, tls, tokenkey, webhookcerts
 from rolecall import constants as c
 from rolecall.clock import Clock, SystemClock
 from rolecall.config import Settings
@@ -86,6 +86,7 @@ class App:
         self.health_port: int | None = None
         self.metrics_port: int | None = None
         self._metrics_grants: dict[str, float] = {}  # token digest → allowed until (monotonic)
+        self.webhook_certs: webhookcerts.WebhookCerts | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -99,6 +100,11 @@ class App:
         # server-side filtering: the operator never streams the cluster's other Secrets
         settings.watching.label_selectors["v1", "secrets"] = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
         if self.settings.webhook_enabled:
+            # hook (install): the operator's own CA and serving certificate, when no files are given
+            self.webhook_certs, task = await webhookcerts.start(
+                self.settings, self.kube, self.clock, self.executor
+            )
+            self._background += [task] if task else []
             self._configure_webhooks(settings)
         await self.startup()
 
@@ -109,7 +115,9 @@ class App:
         itself, pointing at https://HOST:PORT; in production the Helm chart owns them.
         """
         certfile, keyfile = self.settings.webhook_cert, self.settings.webhook_key
-        if not certfile or not keyfile:
+        if self.webhook_certs is not None and self.webhook_certs.files:  # hook (install)
+            certfile, keyfile = self.webhook_certs.files
+        elif not certfile or not keyfile:
             hosts = [h for h in (self.settings.webhook_url_host, "localhost", "127.0.0.1") if h]
             cert, key = tls.generate_self_signed(list(dict.fromkeys(hosts)))
             directory = Path(tempfile.mkdtemp(prefix="rolecall-tls-"))
@@ -126,6 +134,7 @@ class App:
             pkeyfile=keyfile,
             verify_cafile=client_ca or None,
             verify_mode=ssl.CERT_REQUIRED if client_ca else None,
+            context=self.webhook_certs.context if self.webhook_certs else None,  # hook (install)
         )
         if self.settings.webhook_url_host:
             settings.admission.managed = self.settings.webhook_configuration_name

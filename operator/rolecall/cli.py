@@ -38,8 +38,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     logs.setup(settings.verbose)
 
     async def main() -> None:
-        # kopf installs its own SIGINT/SIGTERM handlers and stops cleanly on them
-        await run_operator(App(settings))
+        # kopf installs its own SIGINT/SIGTERM handlers and stops cleanly on them; the hook
+        # (install) runs a fresh operator whenever the CRDs are served, and waits while not
+        from rolecall import crds
+
+        await crds.supervise(settings, lambda stop: run_operator(App(settings), stop_flag=stop))
 
     asyncio.run(main())
     return 0
@@ -98,7 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     a.add_argument("--cluster-name", default="", help="value of the kubernetes-cluster-name session tag")
     a.add_argument("--no-session-tags", action="store_true", help="do not send the automatic session tags")
+    from rolecall import doctor, trustpolicy  # hook (install): subcommands registered by their modules
+
+    trustpolicy.register(sub)
+    doctor.register(sub)
     args = parser.parse_args(argv)
+    if getattr(args, "handler", None):
+        return int(args.handler(args))
     if args.command == "run":
         return _cmd_run(args)
     return _cmd_assume(args)

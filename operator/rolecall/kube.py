@@ -323,3 +323,62 @@ class KubeAdapter:
         """PUT with the body's resourceVersion: a concurrent holder answers Conflict."""
         meta = body["metadata"]
         return self.request("PUT", self._lease_path(meta["namespace"], meta["name"]), body=body)
+
+    # --- webhook configurations (webhookcerts, doctor) -------------------------------------
+
+    def get_webhook_configuration(self, kind: str, name: str) -> dict[str, Any] | None:
+        """``kind``: "mutating" or "validating"."""
+        try:
+            return self.request(
+                "GET", f"/apis/admissionregistration.k8s.io/v1/{kind}webhookconfigurations/{name}"
+            )
+        except NotFound:
+            return None
+
+    def replace_webhook_configuration(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT with the body's resourceVersion: a concurrent change answers Conflict."""
+        name = body["metadata"]["name"]
+        return self.request(
+            "PUT", f"/apis/admissionregistration.k8s.io/v1/{kind}webhookconfigurations/{name}", body=body
+        )
+
+    # --- discovery and CRDs (crds, doctor) -------------------------------------------------
+
+    def served_resources(self, group_version: str) -> set[str] | None:
+        """Plural names the API server serves in ``group/version`` (discovery, open to every
+        authenticated client); None when it serves no such group version."""
+        try:
+            answer = self.request("GET", f"/apis/{group_version}", timeout=10.0)
+        except NotFound:
+            return None
+        return {str(r.get("name")) for r in answer.get("resources") or [] if "/" not in str(r.get("name"))}
+
+    def get_crd(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+        except NotFound:
+            return None
+
+    # --- read-only listings and the service proxy (doctor) -----------------------------------
+
+    def list_objects(self, path: str) -> list[dict[str, Any]]:
+        """Items of a list ``path`` such as ``/apis/rolecall.dev/v1alpha1/assumedroles``."""
+        return list(self.request("GET", path).get("items") or [])
+
+    def get_object(self, path: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", path)
+        except NotFound:
+            return None
+
+    def proxy_service(
+        self, namespace: str, name: str, port: int | str, path: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """POST ``body`` to ``https://<service>:<port><path>`` through the API server's service
+        proxy (the API server does not verify the service's certificate on this path)."""
+        return self.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/services/https:{name}:{port}/proxy{path}",
+            body=body,
+            timeout=15.0,
+        )

@@ -50,11 +50,26 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class DenialsAtInfo(logging.Filter):
+    """A refused AssumedRole is an answer, not an operator error: kopf logs every
+    ``AdmissionError`` as "Webhook '…' failed permanently" at ERROR; ours go out at INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and "Webhook 'validate-assumedroles' failed permanently: " in str(
+            record.msg
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def quiet_libraries(verbose: bool = False) -> None:
     """Cap the loggers that print request/response bodies (idempotent)."""
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("kopf").setLevel(logging.DEBUG if verbose else logging.INFO)
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, DenialsAtInfo) for f in objects.filters):
+        objects.addFilter(DenialsAtInfo())
 
 
 def setup(verbose: bool = False) -> None:

@@ -20,6 +20,12 @@ from rolecall.model import AssumedRoleSpec, Credentials, build_assume_request, p
 from rolecall.schedule import format_time
 from rolecall.sts import STSAdapter
 
+# how STS errors name the caller's identity; "no base AWS credentials for <this>" says what to do
+LOCAL_CREDENTIALS = (
+    "rolecall assume, which uses your AWS SDK credentials: set AWS_PROFILE (after `aws sso login` "
+    "if it is an SSO profile) or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+)
+
 
 def load_assumed_role(documents: Iterable[Any]) -> tuple[str, str, AssumedRoleSpec]:
     for doc in documents:
@@ -61,5 +67,5 @@ def assume_once(path: str, fmt: str, *, region: str, cluster_name: str, session_
         automatic_tags=session_tags,
     )
     sts = STSAdapter(default_region=region)
-    creds = sts.assume_role(request, None, "the local AWS credentials")
+    creds = sts.assume_role(request, None, LOCAL_CREDENTIALS)
     return format_credentials(creds, spec, request.region, fmt)

@@ -27,6 +27,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from rolecall import webhookcerts
 from tests.harness.tools import ensure_hadolint, ensure_helm, ensure_kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +74,7 @@ PROVIDED_TLS: dict[str, Any] = {
         "validating": {"failurePolicy": "Ignore"},
     },
 }
+CERT_MANAGER: dict[str, Any] = {"webhook": {"certManager": {"enabled": True}}}
 NO_WEBHOOK: dict[str, Any] = {
     "webhook": {"enabled": False},
     "replicas": 1,
@@ -83,6 +85,7 @@ SCENARIOS = {
     "default": {},
     "non-default": NON_DEFAULT,
     "provided-tls": PROVIDED_TLS,
+    "cert-manager": CERT_MANAGER,
     "no-webhook": NO_WEBHOOK,
 }
 
@@ -242,7 +245,8 @@ def test_helm_lint_is_clean(helm: Path, tmp_path: Path, scenario: str, strict: b
         (["--set-string", "accessPolicy.enforce=yes"], "enforce"),
         (["--set", "webhook.timeoutSeconds=60"], "timeoutSeconds"),
         (["--set", "aws.region=Frankfurt"], "region"),
-        (["--set", "webhook.certManager.enabled=false"], "secretName"),
+        (["--set", "webhook.tls.caBundle=QUJD"], "secretName"),
+        (["--set", "webhook.certManager.enabled=true", "--set", "webhook.tls.secretName=mine"], "secretName"),
     ],
     ids=lambda v: v if isinstance(v, str) else v[1],
 )
@@ -313,8 +317,10 @@ def test_rendered_objects_validate_against_kubernetes_1_33(
 
 def test_each_scenario_renders_what_its_values_ask_for(rendered: dict[str, list[dict[str, Any]]]) -> None:
     webhook_kinds = {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
-    assert webhook_kinds | {"Certificate", "Issuer", "PodDisruptionBudget"} <= kinds(rendered["default"])
-    assert "ServiceMonitor" not in kinds(rendered["default"])
+    assert webhook_kinds | {"PodDisruptionBudget"} <= kinds(rendered["default"])
+    # no prerequisite: by default the operator issues its own certificate, no cert-manager kinds
+    assert not {"Certificate", "Issuer", "ServiceMonitor"} & kinds(rendered["default"])
+    assert {"Certificate", "Issuer"} <= kinds(rendered["cert-manager"])
 
     nd = rendered["non-default"]
     assert deployment(nd)["spec"]["replicas"] == 3
@@ -512,13 +518,25 @@ def test_deployment_args_are_accepted_by_the_operator(
     else:
         assert settings.webhook_enabled
         assert settings.webhook_port == ports["webhook"] == 9443
-        assert (settings.webhook_cert, settings.webhook_key) == ("/tls/tls.crt", "/tls/tls.key")
         service = one(objs, "Service")
         assert settings.webhook_service == f"{NAMESPACE}/{service['metadata']['name']}"
-        mutating = one(objs, "MutatingWebhookConfiguration")["webhooks"][0]
-        assert settings.webhook_failure_policy == mutating["failurePolicy"]
+        mutating_config = one(objs, "MutatingWebhookConfiguration")
+        mutating = mutating_config["webhooks"][0]
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-        assert mounts["/tls"] == "webhook-tls"
+        target = webhookcerts.target_for(settings)
+        if scenario == "default":  # the operator issues its own: no files, no volume
+            assert target is not None and (settings.webhook_cert, settings.webhook_key) == (None, None)
+            assert "/tls" not in mounts
+            # the names the operator derives from --webhook-service are the chart's
+            assert target.configuration_name == mutating_config["metadata"]["name"]
+            assert target.secret_name == f"{service['metadata']['name']}-webhook-tls"
+            wanted = mutating_config["metadata"]["annotations"][webhookcerts.ANN_FAILURE_POLICY]
+            assert settings.webhook_failure_policy == wanted
+        else:
+            assert target is None
+            assert (settings.webhook_cert, settings.webhook_key) == ("/tls/tls.crt", "/tls/tls.key")
+            assert settings.webhook_failure_policy == mutating["failurePolicy"]
+            assert mounts["/tls"] == "webhook-tls"
 
     if scenario == "non-default":
         assert settings.operator_keys_secret == f"{NAMESPACE}/rolecall-aws-keys"
@@ -600,12 +618,8 @@ def test_deployment_runs_replicas_spread_and_probed(rendered: dict[str, list[dic
 def test_webhook_configurations(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objs = rendered["default"]
     service = one(objs, "Service")["metadata"]["name"]
-    cert = one(objs, "Certificate")
-    tls_volume = {v["name"]: v for v in deployment(objs)["spec"]["template"]["spec"]["volumes"]}[
-        "webhook-tls"
-    ]
-    assert tls_volume["secret"]["secretName"] == cert["spec"]["secretName"]
-    assert f"{service}.{NAMESPACE}.svc" in cert["spec"]["dnsNames"]
+    volumes = {v["name"] for v in deployment(objs)["spec"]["template"]["spec"]["volumes"]}
+    assert "webhook-tls" not in volumes, "the operator reads its own Secret through the API"
 
     expected = {
         "MutatingWebhookConfiguration": ("/mutate-pods", "Ignore", "", ["pods"], ["CREATE"]),
@@ -619,21 +633,38 @@ def test_webhook_configurations(rendered: dict[str, list[dict[str, Any]]]) -> No
     }
     for kind, (path, policy, group, resources, operations) in expected.items():
         config = one(objs, kind)
-        annotation = config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
-        assert annotation == f"{NAMESPACE}/{cert['metadata']['name']}"
+        # a fresh install blocks nothing: Ignore and no caBundle until the operator answers,
+        # then the annotated policy (webhookcerts.configured)
+        assert config["metadata"]["annotations"] == {webhookcerts.ANN_FAILURE_POLICY: policy}
         [hook] = config["webhooks"]
+        assert hook["failurePolicy"] == "Ignore"
+        assert "caBundle" not in hook["clientConfig"]
         assert hook["clientConfig"]["service"] == {
             "name": service,
             "namespace": NAMESPACE,
             "port": 443,
             "path": path,
         }
-        assert hook["failurePolicy"] == policy
         assert hook["sideEffects"] == "None"
         assert hook["timeoutSeconds"] == 5
         assert hook["admissionReviewVersions"] == ["v1"]
         [rule] = hook["rules"]
         assert (rule["apiGroups"], rule["resources"], rule["operations"]) == ([group], resources, operations)
+        # what the operator writes once it answers
+        served = webhookcerts.configured(config, b"-----BEGIN CERTIFICATE-----")
+        assert served is not None and served["webhooks"][0]["failurePolicy"] == policy
+
+    cm = rendered["cert-manager"]
+    cert = one(cm, "Certificate")
+    tls_volume = {v["name"]: v for v in deployment(cm)["spec"]["template"]["spec"]["volumes"]}["webhook-tls"]
+    assert tls_volume["secret"]["secretName"] == cert["spec"]["secretName"]
+    assert f"{service}.{NAMESPACE}.svc" in cert["spec"]["dnsNames"]
+    for kind, (_, policy, *_) in expected.items():
+        config = one(cm, kind)
+        assert config["metadata"]["annotations"] == {
+            "cert-manager.io/inject-ca-from": f"{NAMESPACE}/{cert['metadata']['name']}"
+        }
+        assert config["webhooks"][0]["failurePolicy"] == policy
 
     [mutating] = one(objs, "MutatingWebhookConfiguration")["webhooks"]
     assert mutating["reinvocationPolicy"] == "IfNeeded"
@@ -667,7 +698,7 @@ def test_committed_manifests_and_docs_are_fresh(helm: Path) -> None:
         assert have == want, f"{path.relative_to(ROOT)} is stale: run python scripts/render-manifests.py"
 
 
-def test_plain_manifest_is_the_default_render_plus_a_restricted_namespace(
+def test_plain_manifest_is_the_default_render_plus_a_restricted_namespace_without_crds(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     docs = [d for d in yaml.safe_load_all((ROOT / "deploy" / "manifests" / "rolecall.yaml").read_text()) if d]
@@ -679,10 +710,17 @@ def test_plain_manifest_is_the_default_render_plus_a_restricted_namespace(
     def key(o: dict[str, Any]) -> tuple[str, str, str]:
         return (o["apiVersion"], o["kind"], o["metadata"]["name"])
 
-    assert sorted(map(key, docs[1:])) == sorted(map(key, rendered["default"]))
-    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    operator = [o for o in rendered["default"] if o["kind"] != "CustomResourceDefinition"]
+    assert sorted(map(key, docs[1:])) == sorted(map(key, operator))
+    # the CRDs ship apart: deleting the operator's manifest (or the directory, without -R)
+    # never deletes a CRD, and with it every AssumedRole
+    assert not [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    top_level = [p.name for p in (ROOT / "deploy" / "manifests").iterdir() if p.is_file()]
+    assert top_level == ["rolecall.yaml"]
+    crds_file = ROOT / "deploy" / "manifests" / "crds" / "rolecall-crds.yaml"
+    crds = [d for d in yaml.safe_load_all(crds_file.read_text()) if d]
     sources = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "deploy" / "crds").glob("*.yaml"))]
-    assert sorted(crds, key=key) == sorted(sources, key=key)
+    assert crds == sources
 
 
 def test_values_table_in_install_doc_matches_values(helm: Path) -> None:

@@ -338,7 +338,7 @@ def test_invalid_spec_is_reported_and_others_keep_being_served(
 def test_assume_command_prints_working_credentials_in_each_format(
     sts: STSFaultProxy, aws_env: dict[str, str], tmp_path: Path
 ) -> None:
-    sample = ROOT / "deploy" / "samples" / "assumedrole.yaml"
+    sample = ROOT / "deploy" / "samples" / "team-a.yaml"
     outputs = {}
     for fmt in ("env", "json", "ini"):
         done = subprocess.run(

@@ -66,11 +66,45 @@ rolecall.dev
 {{- include "rolecall.fullname" . }}
 {{- end }}
 
+{{/* Where the serving certificate comes from: certManager, provided (tls.secretName) or
+operator (the default: the operator issues its own CA and certificate). */}}
+{{- define "rolecall.webhookCertSource" -}}
+{{- if .Values.webhook.certManager.enabled }}certManager
+{{- else if .Values.webhook.tls.secretName }}provided
+{{- else }}operator
+{{- end }}
+{{- end }}
+
+{{/* The Secret of the serving certificate. With the operator's own certificates its name
+must stay "<Service name>-webhook-tls": the operator derives it from --webhook-service. */}}
 {{- define "rolecall.webhookSecretName" -}}
-{{- if .Values.webhook.certManager.enabled }}
-{{- printf "%s-webhook-tls" (include "rolecall.fullname" .) }}
+{{- if eq (include "rolecall.webhookCertSource" .) "provided" }}
+{{- .Values.webhook.tls.secretName }}
 {{- else }}
-{{- required "webhook.enabled needs a serving certificate: set webhook.certManager.enabled=true or webhook.tls.secretName" .Values.webhook.tls.secretName }}
+{{- printf "%s-webhook-tls" (include "rolecall.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* metadata.annotations and the initial failurePolicy of a webhook configuration. With the
+operator's own certificates it starts as Ignore, without caBundle, and the operator sets
+caBundle and then the wanted policy (the annotation) once a replica answers: a fresh install
+never blocks writes. Helm's upgrade re-applies Ignore; the restarted operator sets it back. */}}
+{{- define "rolecall.webhookAnnotations" -}}
+{{- $source := include "rolecall.webhookCertSource" .root }}
+{{- if eq $source "certManager" }}
+annotations:
+  # cert-manager's cainjector writes the serving certificate's CA into caBundle.
+  cert-manager.io/inject-ca-from: {{ .root.Release.Namespace }}/{{ include "rolecall.certificateName" .root }}
+{{- else if eq $source "operator" }}
+annotations:
+  # The operator writes caBundle and then sets failurePolicy to this value (webhookcerts.py).
+  rolecall.dev/failure-policy: {{ .policy }}
+{{- end }}
+{{- end }}
+
+{{- define "rolecall.webhookFailurePolicy" -}}
+{{- if eq (include "rolecall.webhookCertSource" .root) "operator" }}Ignore
+{{- else }}{{ .policy }}
 {{- end }}
 {{- end }}
 
@@ -85,7 +119,7 @@ service:
   namespace: {{ .root.Release.Namespace }}
   port: 443
   path: {{ .path }}
-{{- if and (not .root.Values.webhook.certManager.enabled) .root.Values.webhook.tls.caBundle }}
+{{- if and (eq (include "rolecall.webhookCertSource" .root) "provided") .root.Values.webhook.tls.caBundle }}
 caBundle: {{ .root.Values.webhook.tls.caBundle }}
 {{- end }}
 {{- end }}
