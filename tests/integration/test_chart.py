@@ -110,6 +110,11 @@ WEBHOOK_CONFIG_CALLS: dict[tuple[str, str], set[str]] = {
 WEBHOOK_CONFIG_NAMES = {"rolecall.dev", RELEASE}
 UNNAMEABLE_VERBS = {"create", "list", "watch", "deletecollection"}  # resourceNames cannot restrict these
 LEASE_CALLS = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+# /metrics authentication (metrics.auth, on by default): TokenReview + SubjectAccessReview
+METRICS_AUTH_CALLS = {
+    ("authentication.k8s.io", "tokenreviews"): {"create"},
+    ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
+}
 
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -363,7 +368,13 @@ def test_operator_rbac_is_exactly_its_api_calls(
     objs = rendered[scenario]
     webhooks = SCENARIOS[scenario].get("webhook", {}).get("enabled", True)
     role = one(objs, "ClusterRole", RELEASE)
-    want = dict(OPERATOR_CALLS) | (WEBHOOK_CONFIG_CALLS if webhooks else {})
+    metrics = SCENARIOS[scenario].get("metrics", {})
+    metrics_auth = metrics.get("enabled", True) and metrics.get("auth", True)
+    want = (
+        dict(OPERATOR_CALLS)
+        | (WEBHOOK_CONFIG_CALLS if webhooks else {})
+        | (METRICS_AUTH_CALLS if metrics_auth else {})
+    )
     assert granted(role["rules"]) == want
 
     # Verbs that RBAC can narrow by name are narrowed to the configurations the operator owns.
@@ -510,6 +521,7 @@ def test_deployment_args_are_accepted_by_the_operator(
     assert settings.ha == "lease"
     assert settings.lease_namespace == NAMESPACE
     assert settings.health_port == ports["http"] == 8080
+    assert settings.metrics_port == ports["metrics"] == 8081 and settings.metrics_auth
     assert settings.sidecar_image == (
         "registry.example/rolecall:0.1.0-patched" if scenario == "non-default" else c["image"]
     )
@@ -597,7 +609,11 @@ def test_deployment_runs_replicas_spread_and_probed(rendered: dict[str, list[dic
 
     for probe in ("livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "webhook": 9443}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "http": 8080,
+        "metrics": 8081,
+        "webhook": 9443,
+    }
 
     anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
     assert anti["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
@@ -612,7 +628,22 @@ def test_deployment_runs_replicas_spread_and_probed(rendered: dict[str, list[dic
     service = one(objs, "Service")
     assert service["spec"]["selector"] == selector
     ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
-    assert ports == {"https-webhook": (443, "webhook"), "http-metrics": (8080, "http")}
+    # /healthz stays off the Service (only the kubelet probes it); /metrics has its own port
+    assert ports == {"https-webhook": (443, "webhook"), "http-metrics": (8081, "metrics")}
+
+
+def test_network_policy_admits_each_port_only_from_whom_it_needs(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    policy = one(rendered["default"], "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    by_port = {rule["ports"][0]["port"]: rule.get("from") for rule in policy["spec"]["ingress"]}
+    assert set(by_port) == {"webhook", "http", "metrics"}
+    assert by_port["metrics"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    reader = one(rendered["default"], "ClusterRole", f"{RELEASE}-metrics-reader")
+    assert reader["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
 
 
 def test_webhook_configurations(rendered: dict[str, list[dict[str, Any]]]) -> None:

@@ -31,7 +31,7 @@ def rolecall(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 def test_doctor_reports_a_working_install_and_the_binding_that_is_not(
     start_operator: Any, k8s: K8s, namespace: str, policy: str, kubeconfig_path: Path
 ) -> None:
-    name = f"rolecall-doctor-{free_port()}.rolecall.dev"
+    name = "rolecall.dev"  # the name the chart lets the operator manage (rbac.yaml)
     start_operator(
         webhook_enabled=True,
         webhook_host="127.0.0.1",

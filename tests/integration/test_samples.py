@@ -71,7 +71,7 @@ def test_samples_apply_cleanly_with_the_webhook_on(
         "AssumedRole",
         "Pod",
     ]
-    name = f"rolecall-samples-{free_port()}.rolecall.dev"
+    name = "rolecall.dev"  # the name the chart lets the operator manage (rbac.yaml)
     start_operator(
         namespaces=("team-a",),
         webhook_enabled=True,

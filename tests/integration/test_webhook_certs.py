@@ -90,7 +90,7 @@ def chart_like_configurations(adm: Any, name: str, namespace: str, port: int) ->
 @pytest.fixture
 def setup(k8s: K8s, namespace: str) -> Iterator[tuple[str, int, Any]]:
     port = free_port()
-    name = f"rc-{port}"
+    name = "rolecall"  # the chart's Service and webhook configurations (rbac.yaml resourceNames)
     adm = kubernetes.client.AdmissionregistrationV1Api(k8s.api)
     chart_like_configurations(adm, name, namespace, port)
     yield name, port, adm
@@ -128,7 +128,6 @@ def test_replicas_issue_one_ca_publish_it_and_rotate_without_a_gap(
         "webhook_host": "127.0.0.1",
         "webhook_service": f"{namespace}/{name}",
         "ha": "lease",
-        "lease_namespace": namespace,
     }
     started: list[Any] = []
     began = time.monotonic()
