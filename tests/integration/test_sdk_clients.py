@@ -350,7 +350,7 @@ def test_file_mode(
     assert env["AWS_CONFIG_FILE"] == f"{binding.volume.path}/config"
     assert "AWS_SHARED_CREDENTIALS_FILE" not in binding.pod()["spec"]["containers"][0]["env"]
     config = (binding.volume.path / "config").read_text()
-    assert f"credential_process = cat {binding.volume.path}/credentials.json" in config
+    assert f"credential_process = cat '{binding.volume.path}/credentials.json'" in config
     sts.clear()
 
     identity = run_client(client, env, node, aws)
