@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test unit integration e2e demo lint bench manifests verify clean
+.PHONY: venv test unit integration security e2e demo lint bench manifests verify clean
 
 venv: $(STAMP)
 
@@ -15,13 +15,16 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 test: venv
-	$(PY) -m pytest tests/unit tests/integration
+	$(PY) -m pytest tests/unit tests/integration tests/security
 
 unit: venv
 	$(PY) -m pytest tests/unit
 
 integration: venv
 	$(PY) -m pytest tests/integration
+
+security: venv
+	$(PY) -m pytest tests/security
 
 e2e: venv
 	$(PY) -m pytest -m e2e tests/e2e

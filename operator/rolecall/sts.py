@@ -287,6 +287,10 @@ class STSAdapter:
             )
         return self._session.client("sts", **kwargs)
 
+    def holds_operator_client(self, region: str) -> bool:
+        """Is the operator's own client for ``region`` cached (not evicted)?"""
+        return self.clients.holds(self.clients.key(region, self._base_keys, operator=True))
+
     def _client(self, region: str, keys: StaticKeys | None) -> Any:
         if keys is None:
             return self.clients.get(region, self._base_keys, operator=True)
