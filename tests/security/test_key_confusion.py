@@ -54,6 +54,20 @@ def refused(k8s: K8s, namespace: str, name: str) -> dict[str, Any]:
     return got
 
 
+def victim_binding(k8s: K8s, namespace: str, victim: str) -> tuple[str, dict[str, Any]]:
+    """The victim's key id and binding spec: the operator's own identity or a team's keys."""
+    if victim == "operator":
+        return OPERATOR_KEY, ar_spec()
+    keys_secret(k8s, namespace, "victim-keys", VICTIM_KEY, VICTIM_SECRET)
+    return VICTIM_KEY, ar_spec(source={"secretRef": {"name": "victim-keys"}})
+
+
+def attack(k8s: K8s, namespace: str, key: str) -> None:
+    """A binding whose Secret holds the victim's key id with a garbage secret."""
+    keys_secret(k8s, namespace, "stolen-id", key, "garbage-secret")
+    k8s.create_ar(namespace, "attacker", ar_spec(source={"secretRef": {"name": "stolen-id"}}))
+
+
 def calls_by(sts: STSFaultProxy, key: str, session: str) -> list[Any]:
     return [r for r in sts.requests(action="AssumeRole") if r.access_key_id == key and r.session_name == session]
 
@@ -65,16 +79,10 @@ def test_a_borrowed_key_id_cannot_break_the_victim(
     """The attacker's client is built first; the victim's calls must not use it."""
     grant()
     start_with_operator_keys(k8s, namespace, sts, start_operator)
-    key = OPERATOR_KEY if victim == "operator" else VICTIM_KEY
-    keys_secret(k8s, namespace, "stolen-id", key, "garbage-secret")
-    k8s.create_ar(namespace, "attacker", ar_spec(source={"secretRef": {"name": "stolen-id"}}))
+    key, spec = victim_binding(k8s, namespace, victim)
+    attack(k8s, namespace, key)
     got = refused(k8s, namespace, "attacker")
     assert "SignatureDoesNotMatch" in got["message"]
-
-    spec = ar_spec()
-    if victim == "tenant":
-        keys_secret(k8s, namespace, "victim-keys", VICTIM_KEY, VICTIM_SECRET)
-        spec = ar_spec(source={"secretRef": {"name": "victim-keys"}})
     k8s.create_ar(namespace, "victim", spec)
     ready(k8s, namespace, "victim")
     [call] = calls_by(sts, key, f"{namespace}.victim")
@@ -88,16 +96,10 @@ def test_a_borrowed_key_id_cannot_borrow_the_victims_secret(
     """The victim's client is cached first; the attacker's call must not be signed with it."""
     grant()
     start_with_operator_keys(k8s, namespace, sts, start_operator)
-    key = OPERATOR_KEY if victim == "operator" else VICTIM_KEY
-    spec = ar_spec()
-    if victim == "tenant":
-        keys_secret(k8s, namespace, "victim-keys", VICTIM_KEY, VICTIM_SECRET)
-        spec = ar_spec(source={"secretRef": {"name": "victim-keys"}})
+    key, spec = victim_binding(k8s, namespace, victim)
     k8s.create_ar(namespace, "victim", spec)
     ready(k8s, namespace, "victim")
-
-    keys_secret(k8s, namespace, "stolen-id", key, "garbage-secret")
-    k8s.create_ar(namespace, "attacker", ar_spec(source={"secretRef": {"name": "stolen-id"}}))
+    attack(k8s, namespace, key)
     refused(k8s, namespace, "attacker")
     assert k8s.secret(namespace, "attacker") is None, "the attacker got credentials"
     attempts = calls_by(sts, key, f"{namespace}.attacker")
@@ -128,8 +130,7 @@ def test_fake_key_ids_do_not_evict_the_operator_client(
     assert op.call(lambda: op.app.sts.holds_operator_client(REGION)), "the operator's client was evicted"
     assert op.call(lambda: len(op.app.sts.clients)) <= 256 + 64, "the client cache is not bounded"
     # and the operator identity still signs correctly after the flood plus a confusing key
-    keys_secret(k8s, namespace, "stolen-id", OPERATOR_KEY, "garbage-secret")
-    k8s.create_ar(namespace, "attacker", ar_spec(source={"secretRef": {"name": "stolen-id"}}))
+    attack(k8s, namespace, OPERATOR_KEY)
     refused(k8s, namespace, "attacker")
     k8s.create_ar(namespace, "victim-2", ar_spec())
     ready(k8s, namespace, "victim-2")
