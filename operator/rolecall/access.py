@@ -124,7 +124,9 @@ def attribution_problems(policy: PolicySpec, namespace: str, spec: AssumedRoleSp
                 f"{{namespace}} = {namespace!r}; use a matching value or ask a cluster admin to "
                 "add it to spec.sourceIdentities"
             )
-    if spec.external_id and not any(pattern_matches(p, spec.external_id, namespace) for p in policy.external_ids):
+    if spec.external_id and not any(
+        pattern_matches(p, spec.external_id, namespace) for p in policy.external_ids
+    ):
         problems.append(
             f"spec.externalId {spec.external_id!r} is not allowed: the policy's spec.externalIds "
             f"{_listed(policy.external_ids)} does not match it with {{namespace}} = {namespace!r}; "
@@ -152,7 +154,8 @@ def evaluate(
     near: list[tuple[PolicySpec, list[str]]] = []
     for policy in sorted(policies, key=lambda p: p.name):
         if not (
-            namespace_admitted(policy, namespace, namespace_labels) and role_admitted(policy, role_arn, namespace)
+            namespace_admitted(policy, namespace, namespace_labels)
+            and role_admitted(policy, role_arn, namespace)
         ):
             continue
         problems = attribution_problems(policy, namespace, spec)

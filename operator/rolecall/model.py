@@ -476,7 +476,9 @@ def _parse_session_tags(
     return tuple(tags)
 
 
-def _parse_source(col: _Collector, spec: Mapping[str, Any], namespace: str, name: str, duration: int) -> Source:
+def _parse_source(
+    col: _Collector, spec: Mapping[str, Any], namespace: str, name: str, duration: int
+) -> Source:
     source = Source()
     raw_source = col.mapping(spec, "source", "spec.source")
     secret_ref = raw_source.get("secretRef")

@@ -531,7 +531,9 @@ def check_signature(
         headers={k: v for k, v in headers.items() if k.lower() in signed},
     )
     request.context["timestamp"] = timestamp
-    auth = _Verifier(Credentials(access_key, key.secret_access_key, key.session_token or None), service, region)
+    auth = _Verifier(
+        Credentials(access_key, key.secret_access_key, key.session_token or None), service, region
+    )
     canonical = auth.canonical_request(request)
     expected = auth.signature(auth.string_to_sign(request, canonical), request)
     if not hmac.compare_digest(expected, fields["Signature"]):
@@ -1091,9 +1093,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="proxy port (0: any free port)")
     parser.add_argument("--moto-port", type=int, default=0, help="moto port (0: any)")
-    parser.add_argument(
-        "--verify-signatures", action="store_true", help="check SigV4 signatures as AWS does"
-    )
+    parser.add_argument("--verify-signatures", action="store_true", help="check SigV4 signatures as AWS does")
     parser.add_argument(
         "--key",
         action="append",

@@ -455,14 +455,19 @@ def test_front_accepts_known_keys_and_issued_credentials(sts: STSFaultProxy, cli
     )
     assert issued.get_caller_identity()["Arn"].endswith("/ns.name")
     sts.register_keys("AKIATENANTKEYS000001", "tenant-secret")
-    tenant = sts_client(sts.url, aws_access_key_id="AKIATENANTKEYS000001", aws_secret_access_key="tenant-secret")
+    tenant = sts_client(
+        sts.url, aws_access_key_id="AKIATENANTKEYS000001", aws_secret_access_key="tenant-secret"
+    )
     tenant.get_caller_identity()
 
 
 @pytest.mark.parametrize(
     ("credentials", "code"),
     [
-        ({"aws_access_key_id": FAKE_ACCESS_KEY_ID, "aws_secret_access_key": "garbage"}, "SignatureDoesNotMatch"),
+        (
+            {"aws_access_key_id": FAKE_ACCESS_KEY_ID, "aws_secret_access_key": "garbage"},
+            "SignatureDoesNotMatch",
+        ),
         ({"aws_access_key_id": "AKIAUNKNOWN000000001", "aws_secret_access_key": "x"}, "InvalidClientTokenId"),
         (
             {
@@ -485,7 +490,9 @@ def test_front_refuses_what_aws_refuses(sts: STSFaultProxy, credentials: dict[st
     assert (record.status, record.fault) == (403, code)
 
 
-def test_front_refuses_a_stolen_key_id_with_a_token_of_another_session(sts: STSFaultProxy, client: Any) -> None:
+def test_front_refuses_a_stolen_key_id_with_a_token_of_another_session(
+    sts: STSFaultProxy, client: Any
+) -> None:
     one, two = assume(client)["Credentials"], assume(client, session="ns.other")["Credentials"]
     mixed = sts_client(
         sts.url,
@@ -499,7 +506,9 @@ def test_front_refuses_a_stolen_key_id_with_a_token_of_another_session(sts: STSF
 
 
 def test_front_refuses_unsigned_and_tampered_requests(sts: STSFaultProxy, client: Any) -> None:
-    unsigned = urllib.request.Request(sts.url, data=b"Action=GetCallerIdentity&Version=2011-06-15", method="POST")
+    unsigned = urllib.request.Request(
+        sts.url, data=b"Action=GetCallerIdentity&Version=2011-06-15", method="POST"
+    )
     with pytest.raises(urllib.error.HTTPError) as exc:
         urllib.request.urlopen(unsigned, timeout=10)
     with exc.value as answer:
@@ -517,7 +526,9 @@ def test_front_refuses_unsigned_and_tampered_requests(sts: STSFaultProxy, client
 def test_front_can_be_switched_off_and_driven_from_another_process(sts: STSFaultProxy) -> None:
     control = ProxyControl(sts.url)
     control.register_keys("AKIAOTHERPROCESS0001", "s3cr3t")
-    sts_client(sts.url, aws_access_key_id="AKIAOTHERPROCESS0001", aws_secret_access_key="s3cr3t").get_caller_identity()
+    sts_client(
+        sts.url, aws_access_key_id="AKIAOTHERPROCESS0001", aws_secret_access_key="s3cr3t"
+    ).get_caller_identity()
     control.set_verify_signatures(False)
     sts_client(sts.url, aws_access_key_id="AKIAANYTHING", aws_secret_access_key="x").get_caller_identity()
     assert not sts.verify_signatures

@@ -69,7 +69,9 @@ def attack(k8s: K8s, namespace: str, key: str) -> None:
 
 
 def calls_by(sts: STSFaultProxy, key: str, session: str) -> list[Any]:
-    return [r for r in sts.requests(action="AssumeRole") if r.access_key_id == key and r.session_name == session]
+    return [
+        r for r in sts.requests(action="AssumeRole") if r.access_key_id == key and r.session_name == session
+    ]
 
 
 @pytest.mark.parametrize("victim", ["operator", "tenant"])

@@ -3,9 +3,9 @@ attribution (no I/O)."""
 
 from __future__ import annotations
 
-import pytest
-
 from typing import Any
+
+import pytest
 
 from rolecall.access import Decision, evaluate, pattern_matches
 from rolecall.model import PolicySpec, SpecError, parse_assumed_role, parse_policy
@@ -145,7 +145,11 @@ def test_enforcement_off_admits_everything() -> None:
     [
         ("arn:aws:iam::123456789012:role/team-a-*", "arn:aws:iam::123456789012:role/team-a-s3", True),
         # * never crosses / or :
-        ("arn:aws:iam::123456789012:role/team-a-*", "arn:aws:iam::123456789012:role/team-a-x/prod-admin", False),
+        (
+            "arn:aws:iam::123456789012:role/team-a-*",
+            "arn:aws:iam::123456789012:role/team-a-x/prod-admin",
+            False,
+        ),
         ("arn:aws:iam::*:role/x", "arn:aws:iam::123456789012:role/x", True),
         ("arn:aws:iam::*:role/x", "arn:aws:iam::1:2:role/x", False),
         ("arn:aws:iam::123456789012:role/*", "arn:aws:iam::123456789012:role/path/x", False),
@@ -193,8 +197,13 @@ def test_policy_patterns_are_validated() -> None:
     text = str(info.value)
     assert "spec.namespaces[0]: invalid value 'Team_A'" in text
     assert "spec.namespaces[1]: invalid value '{namespace}': placeholders are not allowed here" in text
-    assert "spec.roleArns[0]: invalid value 'arn:aws:iam::1:role/{name}': the only placeholder is {namespace}" in text
-    assert "spec.roleArns[1]: invalid value 'role/x': must be a role ARN or a pattern starting with arn:" in text
+    assert (
+        "spec.roleArns[0]: invalid value 'arn:aws:iam::1:role/{name}': the only placeholder is {namespace}"
+        in text
+    )
+    assert (
+        "spec.roleArns[1]: invalid value 'role/x': must be a role ARN or a pattern starting with arn:" in text
+    )
     assert "spec.externalIds[0]" in text
 
 
@@ -216,7 +225,11 @@ GENEROUS = parse_policy(
 @pytest.mark.parametrize(
     ("spec", "field", "how"),
     [
-        ({"automaticSessionTags": False}, "spec.automaticSessionTags is false", "spec.allowAutomaticTagOptOut: true"),
+        (
+            {"automaticSessionTags": False},
+            "spec.automaticSessionTags is false",
+            "spec.allowAutomaticTagOptOut: true",
+        ),
         ({"sessionTags": {"team": "b"}}, "spec.sessionTags key 'team' is not allowed", "spec.sessionTagKeys"),
         ({"sourceIdentity": "team-b"}, "spec.sourceIdentity 'team-b' is not allowed", "(the default)"),
         ({"sourceIdentity": "team-a-b"}, "spec.sourceIdentity 'team-a-b'", "{namespace} = 'team-a'"),

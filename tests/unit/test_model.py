@@ -11,9 +11,9 @@ from rolecall.model import (
     SpecError,
     build_assume_request,
     default_session_name,
-    session_name_for,
     parse_assumed_role,
     parse_policy,
+    session_name_for,
     spec_hash,
 )
 

@@ -78,7 +78,9 @@ def test_label_value_of_long_names_is_a_hash_form() -> None:
     assert render.binding_label_value("a" * 63) == "a" * 63
     long_a, long_b = "a" * 200 + "x", "a" * 200 + "y"
     value = render.binding_label_value(long_a)
-    assert len(value) == 63 and value.startswith("a" * 50 + "_") and value != render.binding_label_value(long_b)
+    assert (
+        len(value) == 63 and value.startswith("a" * 50 + "_") and value != render.binding_label_value(long_b)
+    )
     assert re.fullmatch(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?", value)
     owner = {**OWNER, "metadata": {**OWNER["metadata"], "name": long_a}}  # type: ignore[dict-item]
     body = render.build_secret(
