@@ -29,16 +29,18 @@ from tests.harness.sts import STSFaultProxy, sts_client
 from tests.security.helpers import ROLE, ar_spec
 
 ROOT = Path(__file__).resolve().parents[2]
-HOSTILE = ["/x;touch${IFS}/tmp/pwned", "/x$(id)", "/x`id`", "/x'y", "/x y", "/x\nregion=evil", "/x|sh"]
 
 
-@pytest.fixture(scope="module")
-def node() -> str:
+def js_node() -> str:
+    """node with the JS SDK v3 installed (on first use), or a failure saying why not."""
     try:
         sdk.node_modules()
-        return sdk.node()
     except sdk.PrerequisiteError as exc:
         pytest.fail(f"the AWS SDK for JavaScript v3 is not available: {exc}", pytrace=False)
+    return sdk.node()
+
+
+HOSTILE = ["/x;touch${IFS}/tmp/pwned", "/x$(id)", "/x`id`", "/x'y", "/x y", "/x\nregion=evil", "/x|sh"]
 
 
 @pytest.mark.parametrize("path", HOSTILE)
@@ -75,7 +77,8 @@ def _run(cmd: list[str], config: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("client", ["js", "boto3"])
-def test_quoting_holds_for_real_sdks(node: str, sts: STSFaultProxy, tmp_path: Path, client: str) -> None:
+def test_quoting_holds_for_real_sdks(sts: STSFaultProxy, tmp_path: Path, client: str) -> None:
+    node = js_node()
     marker = tmp_path / "pwned"
     # a directory whose path is shell syntax: unquoted, it runs `touch <marker>`
     hostile = tmp_path / f"a;touch {marker};b"
@@ -104,7 +107,8 @@ def test_quoting_holds_for_real_sdks(node: str, sts: STSFaultProxy, tmp_path: Pa
         assert marker.exists(), "control failed: the unquoted line should have run the command"
 
 
-def test_quoting_holds_for_a_quote_in_the_path(node: str, sts: STSFaultProxy, tmp_path: Path) -> None:
+def test_quoting_holds_for_a_quote_in_the_path(sts: STSFaultProxy, tmp_path: Path) -> None:
+    node = js_node()
     hostile = tmp_path / "it's here"
     hostile.mkdir()
     creds = _credentials(sts)
