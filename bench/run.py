@@ -265,6 +265,7 @@ def populate(s: Settings, kube: Kube) -> float:
                 "namespaces": ["bench-*"],
                 "roleArns": [f"arn:aws:iam::{ACCOUNT}:role/bench-*"],
                 "maxDurationSeconds": 43200,
+                "sessionTagKeys": ["cost-center", "bench-round"],
             },
         },
     )

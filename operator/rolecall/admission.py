@@ -130,8 +130,7 @@ def review_assumed_role(
     decision = access.evaluate(
         namespace=namespace,
         namespace_labels=namespace_labels,
-        role_arn=spec.role_arn,
-        duration_seconds=spec.duration_seconds,
+        spec=spec,
         policies=policies,
         enforce=enforce,
     )

@@ -22,7 +22,7 @@ ARN_ROLE_RE = re.compile(
     r"^arn:(aws|aws-cn|aws-us-gov):iam::(\d{12}):role/((?:[\x21-\x7e]{1,510}/)?[\w+=,.@-]{1,64})$"
 )
 ARN_POLICY_RE = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):iam::(\d{12}|aws):policy/[\x21-\x7e]{1,1000}$")
-SESSION_NAME_RE = re.compile(r"^[\w+=,.@-]{2,64}$", re.ASCII)
+SESSION_NAME_RE = re.compile(r"^[\w+=,.@-]{1,64}$", re.ASCII)
 EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$", re.ASCII)
 SOURCE_IDENTITY_RE = re.compile(r"^[\w+=,.@-]{2,64}$", re.ASCII)
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
@@ -32,12 +32,25 @@ DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 PROFILE_RE = re.compile(r"^[\w+.@-]{1,64}$", re.ASCII)
 SESSION_NAME_BAD_CHARS = re.compile(r"[^\w+=,.@-]", re.ASCII)
+# mountPath lands in the pod spec and, quoted, in the config file's credential_process: only
+# characters no shell, ini parser or SDK gives a meaning to
+MOUNT_PATH_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+/?$")
+MAX_MOUNT_PATH_CHARS = 1024
+# policy patterns: * and ? (within one part), ** (anything), {namespace} (the binding's namespace)
+PLACEHOLDER = "{namespace}"
+NAMESPACE_PATTERN_RE = re.compile(r"^[a-z0-9*?-]{1,63}$")
+MAX_PATTERN_CHARS = 2048
+DEFAULT_SOURCE_IDENTITIES = (PLACEHOLDER, PLACEHOLDER + ".*")
+MAX_POLICY_ITEMS = 256
 
 MAX_POLICY_ARNS = 10
+MAX_SUBJECTS = 64
 MAX_SESSION_TAGS = 50
 MAX_INLINE_POLICY_CHARS = 2048
 INJECTION_MODES = ("sidecar", "file", "env")
 RESERVED_TAG_KEYS = frozenset(k.lower() for k in (c.TAG_NAMESPACE, c.TAG_CLUSTER, c.TAG_ASSUMED_ROLE))
+# tag keys that rolecall, EKS Pod Identity or AWS set themselves: trust policies key on them
+RESERVED_TAG_PREFIXES = ("aws:", "kubernetes-", "rolecall-", "eks-")
 
 
 def _show(value: Any) -> str:
@@ -154,6 +167,12 @@ class PolicySpec:
     namespace_selector: LabelSelector | None = None
     role_arns: tuple[str, ...] = ()
     max_duration_seconds: int | None = None
+    # what a namespace may choose about attribution (DESIGN §2; default: nothing but the
+    # source identities tied to the namespace)
+    allow_automatic_tag_opt_out: bool = False
+    session_tag_keys: tuple[str, ...] = ()
+    source_identities: tuple[str, ...] | None = None  # None: DEFAULT_SOURCE_IDENTITIES
+    external_ids: tuple[str, ...] = ()
 
 
 # --- parsing helpers ---------------------------------------------------------------------
@@ -238,11 +257,50 @@ def _check_policy_json(col: _Collector, text: str) -> None:
 
 
 def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
-    """Validate an AssumedRole's ``spec`` and return it typed; raise :class:`SpecError`."""
+    """Validate an AssumedRole's ``spec`` and return it typed; raise :class:`SpecError`.
+
+    One parser per field group, all on one collector, so every violation is reported at once.
+    """
     col = _Collector()
     if not isinstance(spec, Mapping):
         raise SpecError([FieldError("spec", spec, "must be an object")])
+    role_arn = _parse_role_arn(col, spec)
+    subjects = _parse_subjects(col, spec, namespace)
+    duration = col.integer(spec, "durationSeconds", "spec.durationSeconds", c.DEFAULT_DURATION_SECONDS)
+    if not c.MIN_DURATION_SECONDS <= duration <= c.MAX_DURATION_SECONDS:
+        col.add(
+            "spec.durationSeconds",
+            duration,
+            f"must be between {c.MIN_DURATION_SECONDS} and {c.MAX_DURATION_SECONDS}",
+        )
+    region = col.string(spec, "region", "spec.region")
+    if region and not REGION_RE.fullmatch(region):
+        col.add("spec.region", region, "must be an AWS region name such as us-east-1")
+    session_policy, policy_arns = _parse_session_policies(col, spec)
+    attribution = _parse_attribution(col, spec)
+    source = _parse_source(col, spec, namespace, name, duration)
+    secret_name, profile, mount_path, mode = _parse_delivery(col, spec, name)
+    suspend = col.boolean(spec, "suspend", "spec.suspend", False)
+    if col.errors:
+        raise SpecError(col.errors)
+    return AssumedRoleSpec(
+        role_arn=role_arn,
+        subjects=subjects,
+        duration_seconds=duration,
+        region=region,
+        session_policy=session_policy,
+        policy_arns=policy_arns,
+        source=source,
+        secret_name=secret_name,
+        profile=profile,
+        mount_path=mount_path,
+        injection_mode=mode,
+        suspend=suspend,
+        **attribution,
+    )
 
+
+def _parse_role_arn(col: _Collector, spec: Mapping[str, Any]) -> str:
     role_arn = col.string(spec, "roleArn", "spec.roleArn")
     if "roleArn" not in spec or spec.get("roleArn") in (None, ""):
         col.add("spec.roleArn", _MISSING, "an IAM role ARN such as arn:aws:iam::123456789012:role/NAME")
@@ -252,9 +310,16 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
             role_arn,
             "must be an IAM role ARN arn:<aws|aws-cn|aws-us-gov>:iam::<12-digit account>:role/<name>",
         )
+    return role_arn
 
+
+def _parse_subjects(col: _Collector, spec: Mapping[str, Any], namespace: str) -> tuple[Subject, ...]:
     subjects: list[Subject] = []
-    for i, raw in enumerate(col.sequence(spec, "subjects", "spec.subjects")):
+    raw_subjects = col.sequence(spec, "subjects", "spec.subjects")
+    if len(raw_subjects) > MAX_SUBJECTS:
+        col.add("spec.subjects", f"<{len(raw_subjects)} items>", f"must have at most {MAX_SUBJECTS} items")
+        return ()
+    for i, raw in enumerate(raw_subjects):
         path = f"spec.subjects[{i}]"
         if not isinstance(raw, Mapping):
             col.add(path, raw, "must be an object with kind and name")
@@ -276,31 +341,13 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
             )
         if isinstance(sname, str) and kind == "ServiceAccount":
             subjects.append(Subject("ServiceAccount", sname))
+    return tuple(subjects)
 
-    session_name = col.string(spec, "sessionName", "spec.sessionName")
-    if session_name and not SESSION_NAME_RE.fullmatch(session_name):
-        col.add("spec.sessionName", session_name, r"must be 2-64 characters of [A-Za-z0-9_+=,.@-]")
 
-    duration = col.integer(spec, "durationSeconds", "spec.durationSeconds", c.DEFAULT_DURATION_SECONDS)
-    if not c.MIN_DURATION_SECONDS <= duration <= c.MAX_DURATION_SECONDS:
-        col.add(
-            "spec.durationSeconds",
-            duration,
-            f"must be between {c.MIN_DURATION_SECONDS} and {c.MAX_DURATION_SECONDS}",
-        )
-
-    region = col.string(spec, "region", "spec.region")
-    if region and not REGION_RE.fullmatch(region):
-        col.add("spec.region", region, "must be an AWS region name such as us-east-1")
-
-    external_id = col.string(spec, "externalId", "spec.externalId")
-    if external_id and not EXTERNAL_ID_RE.fullmatch(external_id):
-        col.add("spec.externalId", external_id, r"must be 2-1224 characters of [A-Za-z0-9_+=,.@:/-]")
-
+def _parse_session_policies(col: _Collector, spec: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
     session_policy = col.string(spec, "sessionPolicy", "spec.sessionPolicy")
     if session_policy:
         _check_policy_json(col, session_policy)
-
     policy_arns: list[str] = []
     raw_arns = col.sequence(spec, "policyArns", "spec.policyArns")
     if len(raw_arns) > MAX_POLICY_ARNS:
@@ -309,19 +356,82 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
             f"<{len(raw_arns)} items>",
             f"must have at most {MAX_POLICY_ARNS} items",
         )
+        return session_policy, ()
     for i, arn in enumerate(raw_arns):
-        if not isinstance(arn, str) or not ARN_POLICY_RE.fullmatch(arn):
+        if not isinstance(arn, str) or len(arn) > 2048 or not ARN_POLICY_RE.fullmatch(arn):
             col.add(
                 f"spec.policyArns[{i}]",
                 arn,
-                "must be an IAM managed policy ARN arn:<partition>:iam::<account|aws>:policy/<name>",
+                "must be an IAM managed policy ARN arn:<partition>:iam::<account|aws>:policy/<name>"
+                " (at most 2048 characters)",
             )
         else:
             policy_arns.append(arn)
+    return session_policy, tuple(policy_arns)
 
+
+def _parse_attribution(col: _Collector, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Session name, external id, tags and source identity: what CloudTrail and trust
+    policies see. Which values a namespace may use is the access policy's call (access.py);
+    here only the forms STS accepts."""
+    session_name = col.string(spec, "sessionName", "spec.sessionName")
+    if session_name and not SESSION_NAME_RE.fullmatch(session_name):
+        col.add(
+            "spec.sessionName",
+            session_name,
+            r"must be 1-64 characters of [A-Za-z0-9_+=,.@-] (it replaces only the part after '<namespace>.')",
+        )
+    external_id = col.string(spec, "externalId", "spec.externalId")
+    if external_id and not EXTERNAL_ID_RE.fullmatch(external_id):
+        col.add("spec.externalId", external_id, r"must be 2-1224 characters of [A-Za-z0-9_+=,.@:/-]")
     automatic_tags = col.boolean(spec, "automaticSessionTags", "spec.automaticSessionTags", True)
+    tags = _parse_session_tags(col, spec, automatic_tags)
+    transitive: list[str] = []
+    allowed_transitive = {k.lower() for k, _ in tags} | RESERVED_TAG_KEYS
+    raw_transitive = col.sequence(spec, "transitiveTagKeys", "spec.transitiveTagKeys")
+    if len(raw_transitive) > MAX_SESSION_TAGS:
+        col.add(
+            "spec.transitiveTagKeys",
+            f"<{len(raw_transitive)} items>",
+            f"must have at most {MAX_SESSION_TAGS} items",
+        )
+        raw_transitive = ()
+    for i, key in enumerate(raw_transitive):
+        if not isinstance(key, str) or key.lower() not in allowed_transitive:
+            col.add(f"spec.transitiveTagKeys[{i}]", key, "must name a key of spec.sessionTags")
+        else:
+            transitive.append(key)
+    source_identity = col.string(spec, "sourceIdentity", "spec.sourceIdentity")
+    if source_identity and (
+        not SOURCE_IDENTITY_RE.fullmatch(source_identity) or source_identity.lower().startswith("aws:")
+    ):
+        col.add(
+            "spec.sourceIdentity",
+            source_identity,
+            r"must be 2-64 characters of [A-Za-z0-9_+=,.@-] and not start with aws:",
+        )
+    return {
+        "session_name": session_name,
+        "external_id": external_id,
+        "session_tags": tags,
+        "transitive_tag_keys": tuple(transitive),
+        "source_identity": source_identity,
+        "automatic_session_tags": automatic_tags,
+    }
+
+
+def _parse_session_tags(
+    col: _Collector, spec: Mapping[str, Any], automatic_tags: bool
+) -> tuple[tuple[str, str], ...]:
     tags: list[tuple[str, str]] = []
     raw_tags = col.mapping(spec, "sessionTags", "spec.sessionTags")
+    if len(raw_tags) + (3 if automatic_tags else 0) > MAX_SESSION_TAGS:
+        col.add(
+            "spec.sessionTags",
+            f"<{len(raw_tags)} tags>",
+            f"at most {MAX_SESSION_TAGS} session tags in all, including rolecall's automatic tags (up to 3)",
+        )
+        return ()
     seen: set[str] = set()
     for key, value in raw_tags.items():
         path = f"spec.sessionTags[{key!r}]" if isinstance(key, str) else "spec.sessionTags"
@@ -342,6 +452,15 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
                 "is set by rolecall itself (automatic session tag) and cannot be given in spec",
             )
             continue
+        if key.lower().startswith(RESERVED_TAG_PREFIXES):
+            col.add(
+                path,
+                key,
+                "tag keys starting with "
+                + ", ".join(RESERVED_TAG_PREFIXES)
+                + " are reserved (set by rolecall, EKS Pod Identity or AWS, trusted by trust policies)",
+            )
+            continue
         if key.lower() in seen:
             col.add(path, key, "tag keys must be unique, ignoring case")
             continue
@@ -354,31 +473,12 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
             )
             continue
         tags.append((key, value))
-    if len(raw_tags) + (3 if automatic_tags else 0) > MAX_SESSION_TAGS:
-        col.add(
-            "spec.sessionTags",
-            f"<{len(raw_tags)} tags>",
-            f"at most {MAX_SESSION_TAGS} session tags in all, including rolecall's automatic tags (up to 3)",
-        )
+    return tuple(tags)
 
-    transitive: list[str] = []
-    allowed_transitive = {k.lower() for k, _ in tags} | RESERVED_TAG_KEYS
-    for i, key in enumerate(col.sequence(spec, "transitiveTagKeys", "spec.transitiveTagKeys")):
-        if not isinstance(key, str) or key.lower() not in allowed_transitive:
-            col.add(f"spec.transitiveTagKeys[{i}]", key, "must name a key of spec.sessionTags")
-        else:
-            transitive.append(key)
 
-    source_identity = col.string(spec, "sourceIdentity", "spec.sourceIdentity")
-    if source_identity and (
-        not SOURCE_IDENTITY_RE.fullmatch(source_identity) or source_identity.lower().startswith("aws:")
-    ):
-        col.add(
-            "spec.sourceIdentity",
-            source_identity,
-            r"must be 2-64 characters of [A-Za-z0-9_+=,.@-] and not start with aws:",
-        )
-
+def _parse_source(
+    col: _Collector, spec: Mapping[str, Any], namespace: str, name: str, duration: int
+) -> Source:
     source = Source()
     raw_source = col.mapping(spec, "source", "spec.source")
     secret_ref = raw_source.get("secretRef")
@@ -422,7 +522,11 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
                     duration,
                     f"role chaining (source.assumedRoleRef) is capped by AWS at {c.CHAINED_MAX_DURATION_SECONDS} seconds",
                 )
+    return source
 
+
+def _parse_delivery(col: _Collector, spec: Mapping[str, Any], name: str) -> tuple[str, str, str, str]:
+    """secretName, profile, mountPath and injection mode: where the credentials land."""
     secret_name = col.string(spec, "secretName", "spec.secretName") or name
     if len(secret_name) > 253 or not DNS_SUBDOMAIN_RE.fullmatch(secret_name):
         col.add(
@@ -430,64 +534,52 @@ def parse_assumed_role(namespace: str, name: str, spec: Any) -> AssumedRoleSpec:
             secret_name,
             "must be a DNS subdomain name (lower case, 1-253 characters)",
         )
-
     profile = col.string(spec, "profile", "spec.profile", c.DEFAULT_PROFILE) or c.DEFAULT_PROFILE
     if not PROFILE_RE.fullmatch(profile):
         col.add("spec.profile", profile, r"must be 1-64 characters of [A-Za-z0-9_+.@-]")
-
     mount_path = col.string(spec, "mountPath", "spec.mountPath", c.DEFAULT_MOUNT_PATH) or c.DEFAULT_MOUNT_PATH
     if (
-        not mount_path.startswith("/")
-        or ".." in mount_path.split("/")
-        or ":" in mount_path
-        or len(mount_path) > 1024
-        or any(ch.isspace() for ch in mount_path)
+        len(mount_path) > MAX_MOUNT_PATH_CHARS
+        or not MOUNT_PATH_RE.fullmatch(mount_path)
+        or any(part in (".", "..") for part in mount_path.split("/"))
     ):
-        col.add("spec.mountPath", mount_path, "must be an absolute path without '..', ':' or spaces")
-
+        col.add(
+            "spec.mountPath",
+            mount_path,
+            f"must be an absolute path of letters, digits and . _ - / only (no '.' or '..' part, "
+            f"at most {MAX_MOUNT_PATH_CHARS} characters): it is written into the config file's "
+            "credential_process, which SDKs run through a shell",
+        )
     injection = col.mapping(spec, "injection", "spec.injection")
     mode = col.string(injection, "mode", "spec.injection.mode")
     if mode and mode not in INJECTION_MODES:
         col.add("spec.injection.mode", mode, "must be one of sidecar, file, env")
-
-    suspend = col.boolean(spec, "suspend", "spec.suspend", False)
-
-    if col.errors:
-        raise SpecError(col.errors)
-    return AssumedRoleSpec(
-        role_arn=role_arn,
-        subjects=tuple(subjects),
-        session_name=session_name,
-        duration_seconds=duration,
-        region=region,
-        external_id=external_id,
-        session_policy=session_policy,
-        policy_arns=tuple(policy_arns),
-        session_tags=tuple(tags),
-        transitive_tag_keys=tuple(transitive),
-        source_identity=source_identity,
-        automatic_session_tags=automatic_tags,
-        source=source,
-        secret_name=secret_name,
-        profile=profile,
-        mount_path=mount_path.rstrip("/") or "/",
-        injection_mode=mode,
-        suspend=suspend,
-    )
+    return secret_name, profile, mount_path.rstrip("/") or "/", mode
 
 
-def default_session_name(namespace: str, name: str) -> str:
-    """``<namespace>.<name>`` made safe for STS: 2-64 chars of ``[\\w+=,.@-]``.
+def session_name_for(namespace: str, name: str, given: str = "") -> str:
+    """The STS session name: always ``<namespace>.`` then ``given`` (default the name).
 
-    When it must be cut, the end is replaced by a short hash of the full name, so two long
-    names that share a prefix still get distinct sessions in CloudTrail.
+    The namespace prefix is never the tenant's choice: a given ``spec.sessionName`` only
+    replaces the part after it (a value that already starts with ``<namespace>.`` is taken as
+    the whole name). Made safe for STS (``[\\w+=,.@-]``, 2-64 characters); when it must be
+    cut, the end is replaced by a short hash of the full name, so two long names that share a
+    prefix still get distinct sessions. Namespaces are DNS labels (no dots), so no namespace
+    can produce another's ``<namespace>.`` prefix; only namespaces longer than 54 characters
+    lose the dot (``<first 55 characters>-<hash>``).
     """
-    full = f"{namespace}.{name}"
+    suffix = given[len(namespace) + 1 :] if given.startswith(namespace + ".") else given
+    full = f"{namespace}.{suffix or name}"
     clean = SESSION_NAME_BAD_CHARS.sub("-", full)
     if len(clean) > 64:
         digest = hashlib.sha256(full.encode()).hexdigest()[:8]
         clean = f"{clean[:55]}-{digest}"
     return clean.ljust(2, "-")
+
+
+def default_session_name(namespace: str, name: str) -> str:
+    """``<namespace>.<name>`` made safe for STS (see :func:`session_name_for`)."""
+    return session_name_for(namespace, name)
 
 
 def build_assume_request(
@@ -512,7 +604,7 @@ def build_assume_request(
     tags.extend(spec.session_tags)
     return AssumeRequest(
         role_arn=spec.role_arn,
-        session_name=spec.session_name or default_session_name(namespace, name),
+        session_name=session_name_for(namespace, name, spec.session_name),
         duration_seconds=spec.duration_seconds,
         region=spec.region or default_region,
         external_id=spec.external_id,
@@ -550,31 +642,34 @@ def parse_policy(name: str, spec: Any) -> PolicySpec:
     col = _Collector()
     if not isinstance(spec, Mapping):
         raise SpecError([FieldError("spec", spec, "must be an object")])
-    namespaces = []
-    for i, ns in enumerate(col.sequence(spec, "namespaces", "spec.namespaces")):
-        if not isinstance(ns, str) or not ns:
-            col.add(f"spec.namespaces[{i}]", ns, "must be a namespace name or glob")
-        else:
-            namespaces.append(ns)
+    namespaces = _parse_patterns(
+        col,
+        spec,
+        "namespaces",
+        placeholder=False,
+        form=NAMESPACE_PATTERN_RE,
+        form_rule="a namespace name or pattern: lower-case letters, digits, '-', '*' and '?', "
+        "at most 63 characters",
+    )
     selector: LabelSelector | None = None
     raw_sel = spec.get("namespaceSelector")
     if raw_sel is not None:
         selector = _parse_selector(col, raw_sel, "spec.namespaceSelector")
     if not namespaces and selector is None:
         col.add("spec.namespaces", _MISSING, "give spec.namespaces or spec.namespaceSelector (or both)")
-    role_arns = []
-    raw_roles = col.sequence(spec, "roleArns", "spec.roleArns")
-    if not raw_roles:
+    role_arns = _parse_patterns(
+        col,
+        spec,
+        "roleArns",
+        form=re.compile(r"^arn:.*$", re.DOTALL),
+        form_rule="must be a role ARN or a pattern starting with arn:",
+    )
+    if not role_arns and not any(e.field.startswith("spec.roleArns") for e in col.errors):
         col.add(
             "spec.roleArns",
             _MISSING,
-            "at least one role ARN or glob such as arn:aws:iam::123456789012:role/team-a-*",
+            "at least one role ARN or pattern such as arn:aws:iam::123456789012:role/team-a/*",
         )
-    for i, arn in enumerate(raw_roles):
-        if not isinstance(arn, str) or not arn.startswith("arn:"):
-            col.add(f"spec.roleArns[{i}]", arn, "must be a role ARN or a glob starting with arn:")
-        else:
-            role_arns.append(arn)
     max_duration: int | None = None
     if spec.get("maxDurationSeconds") is not None:
         max_duration = col.integer(spec, "maxDurationSeconds", "spec.maxDurationSeconds", 0)
@@ -584,15 +679,62 @@ def parse_policy(name: str, spec: Any) -> PolicySpec:
                 max_duration,
                 f"must be between {c.MIN_DURATION_SECONDS} and {c.MAX_DURATION_SECONDS}",
             )
+    opt_out = col.boolean(spec, "allowAutomaticTagOptOut", "spec.allowAutomaticTagOptOut", False)
+    tag_keys = _parse_patterns(col, spec, "sessionTagKeys")
+    source_identities: tuple[str, ...] | None = None
+    if spec.get("sourceIdentities") is not None:
+        source_identities = _parse_patterns(col, spec, "sourceIdentities")
+    external_ids = _parse_patterns(col, spec, "externalIds")
     if col.errors:
         raise SpecError(col.errors)
     return PolicySpec(
         name=name,
-        namespaces=tuple(namespaces),
+        namespaces=namespaces,
         namespace_selector=selector,
-        role_arns=tuple(role_arns),
+        role_arns=role_arns,
         max_duration_seconds=max_duration,
+        allow_automatic_tag_opt_out=opt_out,
+        session_tag_keys=tag_keys,
+        source_identities=source_identities,
+        external_ids=external_ids,
     )
+
+
+def _parse_patterns(
+    col: _Collector,
+    spec: Mapping[str, Any],
+    key: str,
+    *,
+    placeholder: bool = True,
+    form: re.Pattern[str] | None = None,
+    form_rule: str = "",
+) -> tuple[str, ...]:
+    """A list of policy patterns: ``*``/``?`` within one part, ``**`` across parts and, where
+    ``placeholder``, ``{namespace}``; any other brace is an error (a typo would never match)."""
+    path = f"spec.{key}"
+    raw = col.sequence(spec, key, path)
+    if len(raw) > MAX_POLICY_ITEMS:
+        col.add(path, f"<{len(raw)} items>", f"must have at most {MAX_POLICY_ITEMS} items")
+        return ()
+    out: list[str] = []
+    for i, pattern in enumerate(raw):
+        ipath = f"{path}[{i}]"
+        if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN_CHARS:
+            col.add(ipath, pattern, f"must be a non-empty string of at most {MAX_PATTERN_CHARS} characters")
+            continue
+        rest = pattern.replace(PLACEHOLDER, "") if placeholder else pattern
+        if "{" in rest or "}" in rest:
+            col.add(
+                ipath,
+                pattern,
+                "the only placeholder is {namespace}" if placeholder else "placeholders are not allowed here",
+            )
+            continue
+        if form is not None and not form.fullmatch(pattern):
+            col.add(ipath, pattern, form_rule)
+            continue
+        out.append(pattern)
+    return tuple(out)
 
 
 def _parse_selector(col: _Collector, raw: Any, path: str) -> LabelSelector | None:

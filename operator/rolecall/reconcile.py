@@ -472,8 +472,7 @@ class Reconciler:
         return access.evaluate(
             namespace=namespace,
             namespace_labels=self.cache.namespace_labels.get(namespace, {}),
-            role_arn=spec.role_arn,
-            duration_seconds=spec.duration_seconds,
+            spec=spec,
             policies=self.cache.policies.values(),
             enforce=self.settings.enforce_access,
         )

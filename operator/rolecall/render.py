@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -41,9 +42,21 @@ def credentials_ini(creds: Credentials, profile: str) -> str:
     )
 
 
+def shell_quote(text: str) -> str:
+    """``text`` as one POSIX shell word, always in single quotes.
+
+    SDKs run ``credential_process`` differently — botocore splits it like a POSIX shell
+    (shlex), the JavaScript, Go and Java SDKs hand it to ``sh -c`` — and a single-quoted
+    word means the same to all of them. ``spec.mountPath`` is limited to a safe character
+    set already; the quoting is the second line.
+    """
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
 def config_ini(profile: str, mount_path: str, region: str) -> str:
     section = "default" if profile == "default" else f"profile {profile}"
-    lines = [f"[{section}]", f"credential_process = cat {mount_path}/{c.KEY_CREDENTIALS_JSON}"]
+    path = f"{mount_path.rstrip('/')}/{c.KEY_CREDENTIALS_JSON}"
+    lines = [f"[{section}]", f"credential_process = cat {shell_quote(path)}"]
     if region:
         lines.append(f"region = {region}")
     return "\n".join(lines) + "\n"
@@ -84,6 +97,32 @@ def decode_data(data: Mapping[str, Any] | None) -> dict[str, str]:
     return out
 
 
+LABEL_VALUE_MAX = 63
+
+
+def binding_label_value(name: str) -> str:
+    """The value of the ``rolecall.dev/assumed-role`` label for an AssumedRole ``name``.
+
+    Object names go up to 253 characters, label values only to 63: a longer name becomes
+    its first 50 characters, ``_`` and 12 hex digits of its SHA-256. ``_`` never occurs in
+    an object name (DNS subdomain), so a hash form cannot equal another binding's name.
+    The full name stays in the Secret's owner reference.
+    """
+    if len(name) <= LABEL_VALUE_MAX:
+        return name
+    return f"{name[:50]}_{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+
+
+def owner_name(secret_meta: Mapping[str, Any]) -> str | None:
+    """The AssumedRole a Secret belongs to: its AssumedRole owner reference's name, else
+    the ``rolecall.dev/assumed-role`` label unless that is a hash form (names > 63 chars)."""
+    for ref in secret_meta.get("ownerReferences") or []:
+        if ref.get("kind") == c.KIND_ASSUMED_ROLE and ref.get("name"):
+            return str(ref["name"])
+    label = (secret_meta.get("labels") or {}).get(c.LABEL_ASSUMED_ROLE)
+    return str(label) if label and "_" not in label else None
+
+
 def build_secret(
     *,
     namespace: str,
@@ -106,7 +145,7 @@ def build_secret(
             "namespace": namespace,
             "labels": {
                 c.LABEL_MANAGED_BY: c.MANAGED_BY,
-                c.LABEL_ASSUMED_ROLE: meta.get("name", ""),
+                c.LABEL_ASSUMED_ROLE: binding_label_value(meta.get("name", "")),
             },
             "annotations": {
                 c.ANN_EXPIRATION: format_time(creds.expiration),
@@ -146,7 +185,7 @@ def owned_by(secret: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
     labels = meta.get("labels") or {}
     return (
         labels.get(c.LABEL_MANAGED_BY) == c.MANAGED_BY
-        and labels.get(c.LABEL_ASSUMED_ROLE) == owner.get("metadata", {}).get("name")
+        and labels.get(c.LABEL_ASSUMED_ROLE) == binding_label_value(owner.get("metadata", {}).get("name", ""))
         and not any(ref.get("controller") for ref in meta.get("ownerReferences") or [])
     )
 

@@ -8,8 +8,11 @@ every attempt is one STS call that the metrics and the rate limiter see.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,13 +127,125 @@ def classify(exc: BaseException, request: AssumeRequest, source: str) -> STSErro
     )
 
 
+class _Pending:
+    """A client being built: other threads asking for the same key wait for it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.client: Any = None
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Which client may serve a call: the identity namespace, region, endpoint and, for
+    base keys, a keyed digest of all of the key material (id, secret and token).
+
+    ``operator`` entries are the operator's own identity (the SDK chain or ``base_keys``);
+    ``tenant`` entries are keys a namespace supplied. They can never share an entry: a key id
+    (which is no secret — CloudTrail shows it) with another secret is another entry.
+    """
+
+    kind: str  # "operator" | "tenant"
+    region: str
+    endpoint: str
+    digest: str = ""
+
+
+class ClientCache:
+    """STS clients by :class:`CacheKey`, built once per key and inserted atomically.
+
+    The operator's own clients (one per region) live apart from the tenants' clients, each
+    in its own bounded LRU, so no number of tenant keys can evict the operator's client; the
+    operator's client for the default region is never evicted (regions are tenants' choice). A client is built outside the lookup lock (builds are serialised on their own
+    lock: botocore sessions are not thread-safe while they create clients); threads asking
+    for a key whose client is being built wait for it instead of building another, and
+    nothing half-built is ever handed out.
+    """
+
+    def __init__(
+        self,
+        build: Callable[[str, StaticKeys | None], Any],
+        *,
+        endpoint: str = "",
+        max_tenant_clients: int = 256,
+        max_operator_clients: int = 64,
+        pinned_region: str = "",
+    ) -> None:
+        self._build = build
+        self._pinned = pinned_region  # the operator's client for it is never evicted
+        self._endpoint = endpoint
+        self._salt = os.urandom(32)  # digests of key material are useless outside this process
+        self._operator: OrderedDict[CacheKey, Any] = OrderedDict()
+        self._tenants: OrderedDict[CacheKey, Any] = OrderedDict()
+        self._pending: dict[CacheKey, _Pending] = {}
+        self._max_tenants = max_tenant_clients
+        self._max_operator = max_operator_clients
+        self._lock = threading.Lock()
+        self._build_lock = threading.Lock()
+        self.builds = 0  # clients built so far (for tests and benchmarks)
+
+    def key(self, region: str, keys: StaticKeys | None, *, operator: bool) -> CacheKey:
+        if operator and keys is None:
+            return CacheKey("operator", region, self._endpoint)
+        assert keys is not None
+        material = "\x00".join((keys.access_key_id, keys.secret_access_key, keys.session_token))
+        digest = hashlib.blake2b(material.encode(), key=self._salt, digest_size=32).hexdigest()
+        return CacheKey("operator" if operator else "tenant", region, self._endpoint, digest)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._operator) + len(self._tenants)
+
+    def holds(self, key: CacheKey) -> bool:
+        with self._lock:
+            return key in self._operator or key in self._tenants
+
+    def get(self, region: str, keys: StaticKeys | None, *, operator: bool) -> Any:
+        key = self.key(region, keys, operator=operator)
+        table = self._operator if key.kind == "operator" else self._tenants
+        while True:
+            with self._lock:
+                client = table.get(key)
+                if client is not None:
+                    table.move_to_end(key)
+                    return client
+                pending = self._pending.get(key)
+                mine = pending is None
+                if pending is None:
+                    pending = self._pending[key] = _Pending()
+            if not mine:
+                pending.done.wait()
+                if pending.client is not None:
+                    return pending.client
+                continue  # its builder failed: try again
+            try:
+                with self._build_lock:
+                    client = self._build(region, keys)
+                    self.builds += 1
+            except BaseException:
+                with self._lock:
+                    del self._pending[key]
+                pending.done.set()
+                raise
+            with self._lock:
+                table[key] = client
+                limit = self._max_operator if table is self._operator else self._max_tenants
+                while len(table) > limit:
+                    oldest = next(k for k in table if k.kind == "tenant" or k.region != self._pinned)
+                    del table[oldest]
+                del self._pending[key]
+            pending.client = client
+            pending.done.set()
+            return client
+
+
 class STSAdapter:
     """Calls STS AssumeRole. Blocking: the reconciler runs it in a worker thread.
 
-    Clients are cached per (region, base access key); the operator's own identity comes
-    from the AWS SDK default chain (IRSA, Pod Identity, instance profile, env) or from
-    ``base_keys`` (static keys from a Secret, for clusters outside AWS).
-    ``AWS_ENDPOINT_URL_STS`` is honoured by botocore itself.
+    The operator's own identity comes from the AWS SDK default chain (IRSA, Pod Identity,
+    instance profile, env) or from ``base_keys`` (static keys from a Secret, for clusters
+    outside AWS); tenants' base keys (``source``) are passed per call. Clients are cached in
+    a :class:`ClientCache`. ``AWS_ENDPOINT_URL_STS`` is honoured by botocore itself.
     """
 
     def __init__(
@@ -153,21 +268,14 @@ class STSAdapter:
             max_pool_connections=32,
         )
         self._session = boto3.session.Session()
-        self._clients: OrderedDict[tuple[str, str], Any] = OrderedDict()
-        self._max_clients = max_clients
-        self._lock = threading.Lock()
-
-    def _client(self, region: str, keys: StaticKeys | None) -> Any:
-        keys = keys or self._base_keys
-        cache_key = (
-            region,
-            keys.access_key_id + "\x00" + str(hash(keys.session_token)) if keys else "",
+        self.clients = ClientCache(
+            self._new_client,
+            endpoint=endpoint_url or os.environ.get("AWS_ENDPOINT_URL_STS", ""),
+            max_tenant_clients=max_clients,
+            pinned_region=default_region,
         )
-        with self._lock:
-            client = self._clients.get(cache_key)
-            if client is not None:
-                self._clients.move_to_end(cache_key)
-                return client
+
+    def _new_client(self, region: str, keys: StaticKeys | None) -> Any:
         kwargs: dict[str, Any] = {"region_name": region, "config": self._config}
         if self.endpoint_url:
             kwargs["endpoint_url"] = self.endpoint_url
@@ -177,12 +285,16 @@ class STSAdapter:
                 aws_secret_access_key=keys.secret_access_key,
                 aws_session_token=keys.session_token or None,
             )
-        client = self._session.client("sts", **kwargs)
-        with self._lock:
-            self._clients[cache_key] = client
-            while len(self._clients) > self._max_clients:
-                self._clients.popitem(last=False)
-        return client
+        return self._session.client("sts", **kwargs)
+
+    def holds_operator_client(self, region: str) -> bool:
+        """Is the operator's own client for ``region`` cached (not evicted)?"""
+        return self.clients.holds(self.clients.key(region, self._base_keys, operator=True))
+
+    def _client(self, region: str, keys: StaticKeys | None) -> Any:
+        if keys is None:
+            return self.clients.get(region, self._base_keys, operator=True)
+        return self.clients.get(region, keys, operator=False)
 
     def assume_role(
         self,

@@ -14,8 +14,15 @@ Pieces:
 - The proxy also serves a JSON control API under ``/__proxy/`` on the same port, so a proxy
   in another process (demo, benchmarks, an operator subprocess) can be driven;
   :class:`ProxyControl` is a small client for it.
+- With ``verify_signatures`` the proxy is also the SigV4-checking front moto lacks (moto
+  accepts any signature): it recomputes each request's signature with botocore's
+  ``SigV4Auth`` for the keys it knows — registered static keys (:meth:`STSFaultProxy.register_keys`,
+  the control route ``POST /__proxy/keys``) and every credential STS issued through it — and
+  answers ``InvalidClientTokenId`` / ``SignatureDoesNotMatch`` / ``MissingAuthenticationToken``
+  as AWS does. The pytest fixtures turn it on for the whole suite.
 - ``python -m tests.harness.sts --port 0`` starts moto and the proxy, prints one JSON line
-  ``{"url": ..., "moto_url": ...}`` and serves until SIGTERM/SIGINT.
+  ``{"url": ..., "moto_url": ...}`` and serves until SIGTERM/SIGINT (``--verify-signatures
+  --key AKID:SECRET`` turns the check on).
 
 Note that botocore retries throttling, 500/502/503/504 and connection errors by itself
 (retry mode ``standard``: 3 attempts). Tests that count calls or expect one error pass
@@ -29,9 +36,11 @@ import argparse
 import contextlib
 import dataclasses
 import fnmatch
+import hmac
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -72,6 +81,13 @@ ERRORS: dict[str, tuple[int, str, str]] = {
         "Sender",
         "The security token included in the request is invalid.",
     ),
+    "SignatureDoesNotMatch": (
+        403,
+        "Sender",
+        "The request signature we calculated does not match the signature you provided. Check "
+        "your AWS Secret Access Key and signing method. Consult the service documentation for details.",
+    ),
+    "MissingAuthenticationToken": (403, "Sender", "Request is missing Authentication Token"),
     "MalformedPolicyDocument": (400, "Sender", "The policy is not in the valid JSON format."),
     "PackedPolicyTooLarge": (
         400,
@@ -435,6 +451,97 @@ def parse_request(
 
 
 # --------------------------------------------------------------------------------------------
+# SigV4, checked the way AWS checks it
+
+# actions AWS STS serves without a signature
+UNSIGNED_ACTIONS = frozenset({"AssumeRoleWithWebIdentity", "AssumeRoleWithSAML"})
+_ISSUED_RE = re.compile(
+    r"<AccessKeyId>([^<]+)</AccessKeyId>\s*<SecretAccessKey>([^<]+)</SecretAccessKey>"
+    r"\s*<SessionToken>([^<]+)</SessionToken>|"
+    r"<SessionToken>([^<]+)</SessionToken>\s*<SecretAccessKey>([^<]+)</SecretAccessKey>"
+    r"(?:\s*<Expiration>[^<]*</Expiration>)?\s*<AccessKeyId>([^<]+)</AccessKeyId>"
+)
+_AUTH_FIELD_RE = re.compile(r"(Credential|SignedHeaders|Signature)=([^,\s]+)")
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownKey:
+    """Key material the front accepts: a static key (no token) or issued session credentials."""
+
+    secret_access_key: str = dataclasses.field(repr=False)
+    session_token: str = dataclasses.field(default="", repr=False)
+
+
+def issued_credentials(answer: bytes) -> list[tuple[str, KnownKey]]:
+    """``(access key id, KnownKey)`` for every set of credentials in an STS answer."""
+    text = answer.decode("utf-8", errors="replace")
+    found = []
+    for m in _ISSUED_RE.finditer(text):
+        if m.group(1):
+            found.append((m.group(1), KnownKey(m.group(2), m.group(3))))
+        else:
+            found.append((m.group(6), KnownKey(m.group(5), m.group(4))))
+    return found
+
+
+def check_signature(
+    method: str, path: str, headers: Any, body: bytes, known: dict[str, KnownKey]
+) -> tuple[str, str] | None:
+    """None when the request is signed as AWS requires; else ``(error code, message)``.
+
+    The signature is recomputed with botocore's :class:`SigV4Auth` over exactly the headers
+    the client listed in ``SignedHeaders``, at the client's ``X-Amz-Date``, with the secret
+    this front knows for the access key id: an unknown key id or a session token that does
+    not belong to it gives ``InvalidClientTokenId``, any other secret
+    ``SignatureDoesNotMatch`` — as AWS answers (clock skew is not checked).
+    """
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    authorization = headers.get("Authorization") or ""
+    fields = dict(_AUTH_FIELD_RE.findall(authorization))
+    if not authorization.startswith("AWS4-HMAC-SHA256 ") or len(fields) != 3:
+        return "MissingAuthenticationToken", ERRORS["MissingAuthenticationToken"][2]
+    scope = fields["Credential"].split("/")
+    if len(scope) != 5:
+        return "IncompleteSignature", f"Credential should be scoped to a valid region: {fields['Credential']}"
+    access_key, date, region, service, _ = scope
+    key = known.get(access_key)
+    token = headers.get("X-Amz-Security-Token") or ""
+    if key is None or token != key.session_token:
+        return "InvalidClientTokenId", ERRORS["InvalidClientTokenId"][2]
+    timestamp = headers.get("X-Amz-Date") or ""
+    if not timestamp.startswith(date):
+        return "SignatureDoesNotMatch", ERRORS["SignatureDoesNotMatch"][2]
+    signed = fields["SignedHeaders"].split(";")
+
+    class _Verifier(SigV4Auth):
+        def headers_to_sign(self, request: Any) -> Any:
+            chosen = super().headers_to_sign(request)
+            for name in list(chosen.keys()):
+                if name not in signed:
+                    del chosen[name]
+            return chosen
+
+    request = AWSRequest(
+        method=method,
+        url=f"http://{headers.get('Host', 'localhost')}{path}",
+        data=body,
+        headers={k: v for k, v in headers.items() if k.lower() in signed},
+    )
+    request.context["timestamp"] = timestamp
+    auth = _Verifier(
+        Credentials(access_key, key.secret_access_key, key.session_token or None), service, region
+    )
+    canonical = auth.canonical_request(request)
+    expected = auth.signature(auth.string_to_sign(request, canonical), request)
+    if not hmac.compare_digest(expected, fields["Signature"]):
+        return "SignatureDoesNotMatch", ERRORS["SignatureDoesNotMatch"][2]
+    return None
+
+
+# --------------------------------------------------------------------------------------------
 # the proxy
 
 
@@ -541,7 +648,13 @@ class STSFaultProxy:
     """
 
     def __init__(
-        self, upstream_url: str, host: str = "127.0.0.1", port: int = 0, *, max_records: int = 0
+        self,
+        upstream_url: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        max_records: int = 0,
+        verify_signatures: bool = False,
     ) -> None:
         parsed = urllib.parse.urlsplit(upstream_url)
         if parsed.scheme != "http" or not parsed.hostname or not parsed.port:
@@ -555,6 +668,9 @@ class STSFaultProxy:
         self._records: list[STSRequest] = []
         self._faults: list[Fault] = []
         self._down = False
+        # SigV4 checking (off: any signature passes, as with moto alone)
+        self.verify_signatures = verify_signatures
+        self._known: dict[str, KnownKey] = {}
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._local = threading.local()
@@ -638,6 +754,14 @@ class STSFaultProxy:
     def down(self) -> bool:
         return self._down
 
+    def register_keys(self, access_key_id: str, secret_access_key: str, session_token: str = "") -> None:
+        """Accept requests signed with these keys (the operator's, a tenant's static keys).
+
+        Credentials that STS issues through the proxy are registered by themselves.
+        """
+        with self._lock:
+            self._known[access_key_id] = KnownKey(secret_access_key, session_token)
+
     def requests(self, action: str | None = None, role_arn: str | None = None) -> list[STSRequest]:
         """A copy of the request log, oldest first, optionally filtered (role_arn: glob)."""
         with self._lock:
@@ -698,6 +822,15 @@ class STSFaultProxy:
         if self._down:
             self._record(dataclasses.replace(record, fault="down"))
             raise _Drop(reset=True)
+        if self.verify_signatures and record.action not in UNSIGNED_ACTIONS:
+            with self._lock:
+                known = dict(self._known)
+            refused = check_signature(method, path, headers, body, known)
+            if refused is not None:
+                code, text = refused
+                answer, request_id = error_document(code, text, "Sender")
+                self._record(dataclasses.replace(record, status=403, fault=code))
+                return 403, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], answer
         fault = self._pick_fault(record)
         if fault is not None and fault.slow:
             self._stopping.wait(fault.slow)
@@ -725,6 +858,11 @@ class STSFaultProxy:
             )
             self._record(dataclasses.replace(record, status=502, fault="upstream-error"))
             return 502, [("Content-Type", "text/xml")], answer
+        if status == 200:
+            issued = issued_credentials(answer)
+            if issued:
+                with self._lock:
+                    self._known.update(issued)
         self._record(dataclasses.replace(record, status=status, fault=fault.kind if fault else None))
         return status, out_headers, answer
 
@@ -797,6 +935,20 @@ class STSFaultProxy:
                     return 400, {"error": 'expected {"down": true|false}'}
                 self.set_down(data["down"])
                 return 200, {"down": self.down}
+            if route == "keys" and method == "POST":
+                if not isinstance(data, dict) or not all(
+                    isinstance(data.get(k), str) for k in ("access_key_id", "secret_access_key")
+                ):
+                    return 400, {"error": "expected {access_key_id, secret_access_key[, session_token]}"}
+                self.register_keys(
+                    data["access_key_id"], data["secret_access_key"], str(data.get("session_token") or "")
+                )
+                return 200, {"registered": data["access_key_id"]}
+            if route == "verify" and method == "POST":
+                if not isinstance(data, dict) or not isinstance(data.get("verify"), bool):
+                    return 400, {"error": 'expected {"verify": true|false}'}
+                self.verify_signatures = data["verify"]
+                return 200, {"verify": self.verify_signatures}
             if route == "reset" and method == "POST":
                 self.reset()
                 return 200, {"reset": True}
@@ -864,6 +1016,20 @@ class ProxyControl:
     def clear(self) -> None:
         self._call("DELETE", "requests")
 
+    def register_keys(self, access_key_id: str, secret_access_key: str, session_token: str = "") -> None:
+        self._call(
+            "POST",
+            "keys",
+            {
+                "access_key_id": access_key_id,
+                "secret_access_key": secret_access_key,
+                "session_token": session_token,
+            },
+        )
+
+    def set_verify_signatures(self, verify: bool = True) -> None:
+        self._call("POST", "verify", {"verify": verify})
+
     def reset(self) -> None:
         self._call("POST", "reset", {})
 
@@ -909,10 +1075,13 @@ def sts_client(
 
 @contextlib.contextmanager
 def running(
-    host: str = "127.0.0.1", port: int = 0, moto_port: int = 0
+    host: str = "127.0.0.1", port: int = 0, moto_port: int = 0, *, verify_signatures: bool = False
 ) -> Iterator[tuple[MotoSTS, STSFaultProxy]]:
     """moto plus the proxy in front of it, stopped on exit."""
-    with MotoSTS(host, moto_port) as moto, STSFaultProxy(moto.url, host, port) as proxy:
+    with (
+        MotoSTS(host, moto_port) as moto,
+        STSFaultProxy(moto.url, host, port, verify_signatures=verify_signatures) as proxy,
+    ):
         yield moto, proxy
 
 
@@ -924,6 +1093,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="proxy port (0: any free port)")
     parser.add_argument("--moto-port", type=int, default=0, help="moto port (0: any)")
+    parser.add_argument("--verify-signatures", action="store_true", help="check SigV4 signatures as AWS does")
+    parser.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="AKID:SECRET",
+        help="static keys the signature check accepts (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -933,7 +1110,13 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with running(args.host, args.port, args.moto_port) as (moto, proxy):
+        with running(args.host, args.port, args.moto_port, verify_signatures=args.verify_signatures) as (
+            moto,
+            proxy,
+        ):
+            for pair in args.key:
+                akid, _, secret = pair.partition(":")
+                proxy.register_keys(akid, secret)
             print(json.dumps({"url": proxy.url, "moto_url": moto.url}), flush=True)
             while not stop.wait(1.0):
                 if moto.process is None or moto.process.poll() is not None:

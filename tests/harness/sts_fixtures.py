@@ -4,7 +4,8 @@ Load with ``pytest_plugins = ["tests.harness.sts_fixtures"]``
 (or ``-p tests.harness.sts_fixtures`` on the command line).
 
 - ``moto_sts`` (session): the moto server subprocess.
-- ``sts_proxy`` (session): the proxy in front of it.
+- ``sts_proxy`` (session): the proxy in front of it, checking SigV4 signatures (the fake base
+  keys are registered; tests using other static keys call ``register_keys``).
 - ``aws_env`` (session): env vars pointing clients at the proxy with fake base credentials;
   also applied to ``os.environ`` for the session (and restored afterwards).
 - ``sts`` (function): the proxy, with no faults, not down and an empty request log.
@@ -53,7 +54,10 @@ def moto_sts() -> Iterator[MotoSTS]:
 
 @pytest.fixture(scope="session")
 def sts_proxy(moto_sts: MotoSTS) -> Iterator[STSFaultProxy]:
-    with STSFaultProxy(moto_sts.url) as proxy:
+    """The proxy, checking SigV4 signatures as AWS does: the fake base keys are known, as is
+    everything STS issues; a test that uses other static keys registers them."""
+    with STSFaultProxy(moto_sts.url, verify_signatures=True) as proxy:
+        proxy.register_keys(FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY)
         yield proxy
 
 
@@ -88,7 +92,8 @@ def aws_env(sts_proxy: STSFaultProxy) -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def sts(sts_proxy: STSFaultProxy, aws_env: dict[str, str]) -> Iterator[STSFaultProxy]:
-    """The proxy, clean for this test (no faults, up, empty request log)."""
+    """The proxy, clean for this test (no faults, up, empty request log, signatures checked)."""
     sts_proxy.reset()
+    sts_proxy.verify_signatures = True
     yield sts_proxy
     sts_proxy.reset()

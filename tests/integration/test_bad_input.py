@@ -410,7 +410,17 @@ def test_reconciler_parser_rejects_a_trailing_newline() -> None:
 
 # --- (b) the validating webhook ----------------------------------------------------------------
 
-ADMIT_ALL = [PolicySpec(name="all", namespaces=("*",), role_arns=("arn:*",))]
+ADMIT_ALL = [
+    PolicySpec(
+        name="all",
+        namespaces=("*",),
+        role_arns=("arn:**",),
+        allow_automatic_tag_opt_out=True,
+        session_tag_keys=("**",),
+        source_identities=("**",),
+        external_ids=("**",),
+    )
+]
 
 
 @settings(

@@ -386,6 +386,7 @@ def test_moto_reset(moto_sts: MotoSTS, sts: STSFaultProxy) -> None:
 
 
 def test_error_document_shape(sts: STSFaultProxy) -> None:
+    sts.verify_signatures = False  # an unsigned request, to see the fault's document
     sts.add_fault(Fault(error="Throttling"))
     request = urllib.request.Request(
         sts.url, data=b"Action=GetCallerIdentity&Version=2011-06-15", method="POST"
@@ -438,3 +439,96 @@ def test_cli_serves_until_sigterm(
     assert process.wait(timeout=20) == 0
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{urls['moto_url']}/moto-api/", timeout=2)
+
+
+# --- the SigV4-checking front --------------------------------------------------------------------
+
+
+def test_front_accepts_known_keys_and_issued_credentials(sts: STSFaultProxy, client: Any) -> None:
+    assert sts.verify_signatures, "the fixtures check signatures for the whole suite"
+    creds = assume(client)["Credentials"]
+    issued = sts_client(
+        sts.url,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+    assert issued.get_caller_identity()["Arn"].endswith("/ns.name")
+    sts.register_keys("AKIATENANTKEYS000001", "tenant-secret")
+    tenant = sts_client(
+        sts.url, aws_access_key_id="AKIATENANTKEYS000001", aws_secret_access_key="tenant-secret"
+    )
+    tenant.get_caller_identity()
+
+
+@pytest.mark.parametrize(
+    ("credentials", "code"),
+    [
+        (
+            {"aws_access_key_id": FAKE_ACCESS_KEY_ID, "aws_secret_access_key": "garbage"},
+            "SignatureDoesNotMatch",
+        ),
+        ({"aws_access_key_id": "AKIAUNKNOWN000000001", "aws_secret_access_key": "x"}, "InvalidClientTokenId"),
+        (
+            {
+                "aws_access_key_id": FAKE_ACCESS_KEY_ID,
+                "aws_secret_access_key": "fake-secret-access-key-for-rolecall-tests",
+                "aws_session_token": "not-ours",
+            },
+            "InvalidClientTokenId",
+        ),
+    ],
+    ids=["known key id, other secret", "unknown key id", "static key with a session token"],
+)
+def test_front_refuses_what_aws_refuses(sts: STSFaultProxy, credentials: dict[str, str], code: str) -> None:
+    bad = sts_client(sts.url, **credentials)
+    with pytest.raises(botocore.exceptions.ClientError) as exc:
+        assume(bad)
+    assert error_code(exc) == code
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    record = sts.requests(action="AssumeRole")[-1]
+    assert (record.status, record.fault) == (403, code)
+
+
+def test_front_refuses_a_stolen_key_id_with_a_token_of_another_session(
+    sts: STSFaultProxy, client: Any
+) -> None:
+    one, two = assume(client)["Credentials"], assume(client, session="ns.other")["Credentials"]
+    mixed = sts_client(
+        sts.url,
+        aws_access_key_id=one["AccessKeyId"],
+        aws_secret_access_key=one["SecretAccessKey"],
+        aws_session_token=two["SessionToken"],
+    )
+    with pytest.raises(botocore.exceptions.ClientError) as exc:
+        mixed.get_caller_identity()
+    assert error_code(exc) == "InvalidClientTokenId"
+
+
+def test_front_refuses_unsigned_and_tampered_requests(sts: STSFaultProxy, client: Any) -> None:
+    unsigned = urllib.request.Request(
+        sts.url, data=b"Action=GetCallerIdentity&Version=2011-06-15", method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(unsigned, timeout=10)
+    with exc.value as answer:
+        assert answer.code == 403 and b"<Code>MissingAuthenticationToken</Code>" in answer.read()
+
+    def tamper(request: Any, **_: Any) -> None:  # change the body after signing
+        request.body = request.body.replace("ns.name", "ns.evil")
+
+    client.meta.events.register_first("before-send.sts.AssumeRole", tamper)
+    with pytest.raises(botocore.exceptions.ClientError) as bad:
+        assume(client)
+    assert error_code(bad) == "SignatureDoesNotMatch"
+
+
+def test_front_can_be_switched_off_and_driven_from_another_process(sts: STSFaultProxy) -> None:
+    control = ProxyControl(sts.url)
+    control.register_keys("AKIAOTHERPROCESS0001", "s3cr3t")
+    sts_client(
+        sts.url, aws_access_key_id="AKIAOTHERPROCESS0001", aws_secret_access_key="s3cr3t"
+    ).get_caller_identity()
+    control.set_verify_signatures(False)
+    sts_client(sts.url, aws_access_key_id="AKIAANYTHING", aws_secret_access_key="x").get_caller_identity()
+    assert not sts.verify_signatures

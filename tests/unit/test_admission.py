@@ -32,7 +32,7 @@ from rolecall.admission import (
 )
 from rolecall.index import BindingIndex
 from rolecall.inject import SIDECAR_NAME, Result
-from rolecall.model import parse_policy
+from rolecall.model import parse_assumed_role, parse_policy
 
 NS = "team-a"
 ROLE = "arn:aws:iam::123456789012:role/team-a-s3"
@@ -316,7 +316,10 @@ def test_access_denial_is_rejected_with_the_status_message() -> None:
     other = "arn:aws:iam::123456789012:role/team-b-admin"
     result = review(assumed_role(roleArn=other))
     expected = evaluate(
-        namespace=NS, namespace_labels={}, role_arn=other, duration_seconds=3600, policies=[POLICY]
+        namespace=NS,
+        namespace_labels={},
+        spec=parse_assumed_role(NS, "x", {"roleArn": other}),
+        policies=[POLICY],
     )
     assert (result.allowed, result.message) == (False, expected.message)
     assert "not permitted" in result.message and other in result.message

@@ -13,6 +13,7 @@ from rolecall.model import (
     default_session_name,
     parse_assumed_role,
     parse_policy,
+    session_name_for,
     spec_hash,
 )
 
@@ -77,7 +78,26 @@ BAD = [
         {"roleArn": ARN, "sessionName": "a b"},
         "spec.sessionName: invalid value 'a b'",
     ),
-    ("session name of one char", {"roleArn": ARN, "sessionName": "a"}, "2-64 characters"),
+    ("session name too long", {"roleArn": ARN, "sessionName": "a" * 65}, "1-64 characters"),
+    (
+        "shell characters in mountPath",
+        {"roleArn": ARN, "mountPath": "/x;touch${IFS}/tmp/p"},
+        "spec.mountPath: invalid value '/x;touch${IFS}/tmp/p': must be an absolute path of letters",
+    ),
+    ("quote in mountPath", {"roleArn": ARN, "mountPath": "/x'y"}, "spec.mountPath"),
+    ("dot part in mountPath", {"roleArn": ARN, "mountPath": "/x/./y"}, "no '.' or '..' part"),
+    ("root mountPath", {"roleArn": ARN, "mountPath": "/"}, "spec.mountPath"),
+    (
+        "EKS Pod Identity tag key",
+        {"roleArn": ARN, "sessionTags": {"kubernetes-service-account": "admin"}},
+        "tag keys starting with aws:, kubernetes-, rolecall-, eks- are reserved",
+    ),
+    ("too many subjects", {"roleArn": ARN, "subjects": [{"name": "a"}] * 65}, "at most 64 items"),
+    (
+        "huge policy ARN",
+        {"roleArn": ARN, "policyArns": ["arn:aws:iam::aws:policy/" + "x" * 3000]},
+        "at most 2048 characters",
+    ),
     ("external id too short", {"roleArn": ARN, "externalId": "x"}, "spec.externalId"),
     (
         "policy not json",
@@ -198,21 +218,34 @@ def test_long_values_are_cut_in_messages() -> None:
 
 
 @pytest.mark.parametrize(
-    ("namespace", "name", "expected"),
+    ("namespace", "name", "given", "expected"),
     [
-        ("team-a", "s3-reader", "team-a.s3-reader"),
-        ("ns", "a" * 100, None),
+        ("team-a", "s3-reader", "", "team-a.s3-reader"),
+        ("team-a", "s3-reader", "reader", "team-a.reader"),
+        # the namespace prefix is never the tenant's choice
+        ("team-a", "s3-reader", "team-b.reader", "team-a.team-b.reader"),
+        ("team-a", "s3-reader", "team-a.reader", "team-a.reader"),
+        ("ns", "a" * 100, "", None),
+        ("ns", "x", "b" * 64, None),
     ],
-    ids=["namespace.name", "long names are cut with a hash"],
+    ids=["namespace.name", "given suffix", "spoofed prefix", "own prefix", "long name", "long suffix"],
 )
-def test_default_session_name(namespace: str, name: str, expected: str | None) -> None:
-    got = default_session_name(namespace, name)
-    assert 2 <= len(got) <= 64
+def test_session_name_always_starts_with_the_namespace(
+    namespace: str, name: str, given: str, expected: str | None
+) -> None:
+    got = session_name_for(namespace, name, given)
+    assert 2 <= len(got) <= 64 and got.startswith(namespace + ".")
     if expected:
         assert got == expected
     else:
-        assert got != default_session_name(namespace, "a" * 99 + "b")
-        assert got.startswith("ns.aaaa")
+        assert got != session_name_for(namespace, name + "b", given + "b")
+    spec = parse_assumed_role(namespace, name, {"roleArn": ARN, "sessionName": given})
+    assert build_assume_request(namespace, name, spec).session_name == got
+
+
+def test_session_name_of_a_very_long_namespace_keeps_no_dot() -> None:
+    got = default_session_name("n" * 63, "abc")
+    assert len(got) == 64 and got.startswith("n" * 55 + "-") and "." not in got
 
 
 def test_assume_request_carries_automatic_transitive_tags() -> None:
@@ -256,7 +289,7 @@ def test_policy_parsing() -> None:
     with pytest.raises(SpecError, match=r"spec.roleArns: required"):
         parse_policy("x", {"namespaces": ["a"]})
     with pytest.raises(SpecError, match=r"give spec.namespaces or spec.namespaceSelector"):
-        parse_policy("x", {"roleArns": ["arn:*"]})
+        parse_policy("x", {"roleArns": ["arn:**"]})
     with pytest.raises(SpecError, match=r"matchExpressions\[0\].operator: invalid value 'Maybe'"):
         parse_policy(
             "x",

@@ -6,6 +6,7 @@ import base64
 import configparser
 import datetime
 import json
+import re
 
 from rolecall import constants as c
 from rolecall import render
@@ -53,13 +54,50 @@ def test_credentials_ini_is_a_profile_botocore_can_read() -> None:
 def test_config_runs_credential_process_from_the_mount_path() -> None:
     default = configparser.ConfigParser()
     default.read_string(render.secret_data(CREDS, spec(), "us-east-1", "x" * 43)[c.KEY_CONFIG])
-    assert default["default"]["credential_process"] == f"cat {c.DEFAULT_MOUNT_PATH}/credentials.json"
+    assert default["default"]["credential_process"] == f"cat '{c.DEFAULT_MOUNT_PATH}/credentials.json'"
     assert default["default"]["region"] == "us-east-1"
     named = configparser.ConfigParser()
     named.read_string(
         render.secret_data(CREDS, spec(profile="prod", mountPath="/aws/"), "", "x" * 43)[c.KEY_CONFIG]
     )
-    assert named["profile prod"]["credential_process"] == "cat /aws/credentials.json"
+    assert named["profile prod"]["credential_process"] == "cat '/aws/credentials.json'"
+
+
+def test_every_path_in_config_is_one_quoted_shell_word() -> None:
+    """Defence in depth behind the mountPath rule: even a hostile path stays one word."""
+    import shlex
+
+    hostile = "/x'; touch /tmp/pwned; echo '$(id)`id`"
+    line = render.config_ini("default", hostile, "").splitlines()[1]
+    command = line.split(" = ", 1)[1]
+    assert shlex.split(command) == ["cat", hostile + "/credentials.json"]
+
+
+def test_label_value_of_long_names_is_a_hash_form() -> None:
+    assert render.binding_label_value("s3-reader") == "s3-reader"
+    assert render.binding_label_value("a" * 63) == "a" * 63
+    long_a, long_b = "a" * 200 + "x", "a" * 200 + "y"
+    value = render.binding_label_value(long_a)
+    assert (
+        len(value) == 63 and value.startswith("a" * 50 + "_") and value != render.binding_label_value(long_b)
+    )
+    assert re.fullmatch(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?", value)
+    owner = {**OWNER, "metadata": {**OWNER["metadata"], "name": long_a}}  # type: ignore[dict-item]
+    body = render.build_secret(
+        namespace="team-a",
+        owner=owner,
+        spec=spec(secretName="creds"),
+        creds=CREDS,
+        issued_at=ISSUED,
+        spec_hash="abc",
+        region="",
+        token="k" * 43,
+    )
+    assert body["metadata"]["labels"][c.LABEL_ASSUMED_ROLE] == value
+    assert render.owner_name(body["metadata"]) == long_a
+    body["metadata"]["ownerReferences"] = []
+    assert render.owner_name(body["metadata"]) is None  # a hash form names no object
+    assert render.owned_by(body, owner)
 
 
 def test_credentials_json_is_the_credential_process_format() -> None:

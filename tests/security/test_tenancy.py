@@ -1,5 +1,6 @@
-"""Multi-tenant security over HTTP: default deny, attributable sessions, source credentials,
-and the escalation attempts a namespace admin might try — each must fail."""
+"""Multi-tenant basics over HTTP: default deny, withdrawal, selectors, duration caps, source
+credentials, and the cross-namespace escalation attempts a namespace admin might try — each
+must fail. (Moved here from the integration tier; the attacks of issue 11 have their own files.)"""
 
 from __future__ import annotations
 
@@ -14,17 +15,7 @@ from tests.harness.kube_fixtures import create_test_namespace, delete_test_names
 from tests.harness.operator_fixtures import ROLE_PREFIX
 from tests.harness.sts import STSFaultProxy
 from tests.harness.wait import wait_for
-
-ROLE = ROLE_PREFIX + "team-a-s3-reader"
-
-
-def cond(k8s: K8s, ns: str, name: str, status: str, reason: str) -> dict[str, Any] | None:
-    got = k8s.condition(ns, name)
-    return got if got and got["status"] == status and got["reason"] == reason else None
-
-
-def ar_spec(**extra: Any) -> dict[str, Any]:
-    return {"roleArn": ROLE, "subjects": [{"kind": "ServiceAccount", "name": "app"}], **extra}
+from tests.security.helpers import ROLE, ar_spec, cond, keys_secret
 
 
 def test_unadmitted_namespace_gets_not_permitted_no_secret_and_no_sts_call(
@@ -110,12 +101,26 @@ def test_role_outside_the_globs_is_denied(
 
 
 def test_session_name_and_tags_reach_sts_and_the_opt_out_works(
-    k8s: K8s, namespace: str, policy: str, start_operator: Any, sts: STSFaultProxy
+    k8s: K8s, namespace: str, start_operator: Any, sts: STSFaultProxy
 ) -> None:
-    start_operator(cluster_name="prod-eu")
-    k8s.create_ar(namespace, "tagged", ar_spec(sessionTags={"cost-center": "42"}, sourceIdentity="alice"))
-    k8s.create_ar(namespace, "plain", ar_spec(automaticSessionTags=False))
-    wait_for(lambda: len(sts.requests(action="AssumeRole")) == 2, timeout=10)
+    name = f"attribution-{namespace}"
+    k8s.create_policy(
+        name,
+        {
+            "namespaces": [namespace],
+            "roleArns": [ROLE],
+            "allowAutomaticTagOptOut": True,
+            "sessionTagKeys": ["cost-center"],
+            "sourceIdentities": ["alice"],
+        },
+    )
+    try:
+        start_operator(cluster_name="prod-eu")
+        k8s.create_ar(namespace, "tagged", ar_spec(sessionTags={"cost-center": "42"}, sourceIdentity="alice"))
+        k8s.create_ar(namespace, "plain", ar_spec(automaticSessionTags=False))
+        wait_for(lambda: len(sts.requests(action="AssumeRole")) == 2, timeout=10)
+    finally:
+        k8s.delete_policy(name)
     by_session = {r.session_name: r for r in sts.requests(action="AssumeRole")}
     tagged = by_session[f"{namespace}.tagged"]
     assert tagged.tags == {
@@ -137,16 +142,8 @@ def test_session_name_and_tags_reach_sts_and_the_opt_out_works(
 def test_source_secret_ref_uses_the_namespace_keys(
     k8s: K8s, namespace: str, policy: str, start_operator: Any, sts: STSFaultProxy
 ) -> None:
-    k8s.core.create_namespaced_secret(
-        namespace,
-        {
-            "metadata": {"name": "base-keys"},
-            "stringData": {
-                c.KEY_ACCESS_KEY_ID: "AKIATEAMAKEYS0000001",
-                c.KEY_SECRET_ACCESS_KEY: "team-a-secret",
-            },
-        },
-    )
+    keys_secret(k8s, namespace, "base-keys", "AKIATEAMAKEYS0000001", "team-a-secret")
+    sts.register_keys("AKIATEAMAKEYS0000001", "team-a-secret")  # the keys AWS would know
     start_operator()
     k8s.create_ar(namespace, "s3", ar_spec(source={"secretRef": {"name": "base-keys"}}))
     wait_for(lambda: cond(k8s, namespace, "s3", "True", "CredentialsIssued"), timeout=10)
