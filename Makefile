@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test unit integration e2e demo lint bench manifests verify clean
+.PHONY: venv test unit integration e2e demo lint bench manifests verify clean image-test
 
 venv: $(STAMP)
 
@@ -41,6 +41,11 @@ manifests: venv
 # fail when a generated file is stale (also checked by the test suite)
 verify: venv
 	$(PY) scripts/render-manifests.py --check
+
+# build the Dockerfile with buildah and test the image (as root: installs buildah and mmdebstrap
+# when missing; docs/image.md). Results: bench/out/image.json
+image-test: venv
+	$(PY) -m pytest -m image tests/image $(IMAGE_TEST_ARGS)
 
 bench: venv
 	$(PY) -m bench.run $(BENCH_ARGS)
