@@ -14,8 +14,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
+# The image tier (image-test) runs beside the suite; its summary follows the suite's output.
 test: venv
-	$(PY) -m pytest tests/unit tests/integration
+	@mkdir -p bench/out
+	@$(PY) -m pytest -m image tests/image -q -p no:cacheprovider >bench/out/image-test.log 2>&1 & image=$$!; \
+	$(PY) -m pytest tests/unit tests/integration; suite=$$?; \
+	wait $$image; tier=$$?; \
+	echo "--- image tier (make image-test; full output in bench/out/image-test.log)"; \
+	tail -n 15 bench/out/image-test.log; \
+	[ $$suite -eq 0 ] && [ $$tier -eq 0 ]
 
 unit: venv
 	$(PY) -m pytest tests/unit
@@ -42,8 +49,8 @@ manifests: venv
 verify: venv
 	$(PY) scripts/render-manifests.py --check
 
-# build the Dockerfile with buildah and test the image (as root: installs buildah and mmdebstrap
-# when missing; docs/image.md). Results: bench/out/image.json
+# build the Dockerfile with buildah and test the image, as root (installs buildah and mmdebstrap
+# when missing; docs/image.md). Figures: bench/out/image.json
 image-test: venv
 	$(PY) -m pytest -m image tests/image $(IMAGE_TEST_ARGS)
 

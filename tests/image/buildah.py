@@ -30,6 +30,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -285,6 +286,7 @@ class Built:
 
 def build(*, force: bool = False) -> Built:
     ensure_packages()
+    remove_stale_containers()
     base = ensure_base()
     base_id = inspect(base)["FromImageID"]
     ref = f"{IMAGE_REPO}:test-{context_digest(base_id)}"
@@ -323,7 +325,7 @@ def build(*, force: bool = False) -> Built:
 
 def prune(keep: str) -> None:
     """Drop all but the newest test images (a concurrent session may still use one: skip it)."""
-    listing = json.loads(buildah("images", "--json", what="buildah images") or "[]")
+    listing = json.loads(buildah("images", "--json", what="buildah images") or "null") or []
     ours = [
         image
         for image in listing
@@ -336,6 +338,21 @@ def prune(keep: str) -> None:
         subprocess.run(
             ["buildah", *storage_args(), "rmi", image["id"]], capture_output=True, stdin=subprocess.DEVNULL
         )
+
+
+def remove_stale_containers() -> None:
+    """Working containers left by a session that was killed (each is a full copy with vfs)."""
+    listing = json.loads(buildah("containers", "--json", what="buildah containers") or "null") or []
+    for container in listing:
+        match = re.fullmatch(
+            r"rolecall-(?:image-test|base-import)-(\d+)(?:-\d+)?", container.get("containername", "")
+        )
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            subprocess.run(
+                ["buildah", *storage_args(), "rm", container["id"]],
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+            )
 
 
 @contextlib.contextmanager

@@ -37,10 +37,11 @@ from typing import Any
 
 import kubernetes.client
 import pytest
+import yaml
 from kubernetes.client.exceptions import ApiException
 
-from rolecall import __version__
 from rolecall import constants as c
+from rolecall.config import Settings
 from rolecall.tls import generate_self_signed
 from tests.harness.k8s import K8s
 from tests.harness.kube_fixtures import create_test_namespace, delete_test_namespace
@@ -168,6 +169,17 @@ def test_contents_no_pip_no_compiler_no_tests(rootfs: Path) -> None:
     }
 
 
+def test_tag_follows_the_chart(image: buildah.Built, rootfs: Path, logs: Path) -> None:
+    """The chart pulls <image.repository>:<appVersion>: that tag must hold this version."""
+    chart = yaml.safe_load((buildah.ROOT / "deploy" / "helm" / "rolecall" / "Chart.yaml").read_text())
+    values = yaml.safe_load((buildah.ROOT / "deploy" / "helm" / "rolecall" / "values.yaml").read_text())
+    code, out = run(
+        spec(image, rootfs, ["rolecall", "--version"], image_env(image, rootfs)), logs / "version.log"
+    )
+    assert (code, out.strip()) == (0, f"rolecall {chart['appVersion']}")
+    assert Settings().sidecar_image == f"{values['image']['repository']}:{chart['appVersion']}"
+
+
 def test_mount_targets_resolve_inside_the_root(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "var").mkdir()
@@ -179,10 +191,6 @@ def test_mount_targets_resolve_inside_the_root(tmp_path: Path) -> None:
 
 
 def test_runs_as_65532_with_a_read_only_root(image: buildah.Built, rootfs: Path, logs: Path) -> None:
-    code, out = run(
-        spec(image, rootfs, ["rolecall", "--version"], image_env(image, rootfs)), logs / "version.log"
-    )
-    assert (code, out.strip()) == (0, f"rolecall {__version__}")
     probe = (
         "import getpass, json, os\n"
         "def writable(path):\n"
