@@ -156,6 +156,13 @@ def buildah(*args: str, timeout: float = 300.0, what: str = "buildah") -> str:
     return _run(["buildah", *storage_args(), *args], timeout=timeout, what=what)
 
 
+def buildah_cleanup(*args: str) -> None:
+    """A clean-up command whose failure does not matter (another session may hold the object)."""
+    subprocess.run(
+        ["buildah", *storage_args(), *args], capture_output=True, stdin=subprocess.DEVNULL, timeout=300
+    )
+
+
 def image_exists(ref: str) -> bool:
     done = subprocess.run(
         ["buildah", *storage_args(), "inspect", "--type", "image", ref],
@@ -222,9 +229,7 @@ def ensure_base() -> str:
             buildah("config", "--env", f"PATH={BASE_PATH}", "--cmd", "python3", container)
             buildah("commit", "--quiet", container, ref, timeout=600, what="buildah commit (base)")
         finally:
-            subprocess.run(
-                ["buildah", *storage_args(), "rm", container], capture_output=True, stdin=subprocess.DEVNULL
-            )
+            buildah_cleanup("rm", container)
     return ref
 
 
@@ -335,9 +340,9 @@ def prune(keep: str) -> None:
     for image in ours[KEEP_IMAGES:]:
         if keep in (image.get("names") or []):
             continue
-        subprocess.run(
-            ["buildah", *storage_args(), "rmi", image["id"]], capture_output=True, stdin=subprocess.DEVNULL
-        )
+        buildah_cleanup("rmi", image["id"])
+    # and the untagged ones a forced rebuild leaves behind
+    buildah_cleanup("rmi", "--prune")
 
 
 def remove_stale_containers() -> None:

@@ -558,8 +558,13 @@ def test_operator_memory_and_logs(
     operator: Operator, bound: dict[str, Any], k8s: K8s, results: dict[str, Any]
 ) -> None:
     memory = operator.container.memory_kib()
+    tmp = Path(f"/proc/{operator.container.pid()}/root/tmp")  # the container's /tmp, seen from here
     results.setdefault("operator", {}).update(
-        {"rss_mib": round(memory["VmRSS"] / 1024, 1), "peak_rss_mib": round(memory["VmHWM"] / 1024, 1)}
+        {
+            "rss_mib": round(memory["VmRSS"] / 1024, 1),
+            "peak_rss_mib": round(memory["VmHWM"] / 1024, 1),
+            "wrote_to_tmp": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*")),
+        }
     )
     assert_no_secrets_leaked(k8s, operator.namespace, operator.container.text())
 
