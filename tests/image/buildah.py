@@ -353,11 +353,7 @@ def remove_stale_containers() -> None:
             r"rolecall-(?:image-test|base-import)-(\d+)(?:-\d+)?", container.get("containername", "")
         )
         if match and not Path(f"/proc/{match.group(1)}").exists():
-            subprocess.run(
-                ["buildah", *storage_args(), "rm", container["id"]],
-                capture_output=True,
-                stdin=subprocess.DEVNULL,
-            )
+            buildah_cleanup("rm", container["id"])
 
 
 @contextlib.contextmanager
@@ -368,9 +364,7 @@ def mounted(ref: str) -> Iterator[Path]:
     try:
         yield Path(buildah("mount", name).strip())
     finally:
-        subprocess.run(
-            ["buildah", *storage_args(), "rm", name], capture_output=True, stdin=subprocess.DEVNULL
-        )
+        buildah_cleanup("rm", name)
 
 
 def compressed_layer_sizes(ref: str) -> list[int]:
