@@ -59,7 +59,7 @@ pytestmark = [pytest.mark.image, pytest.mark.timeout(1800)]
 
 ROLE = ROLE_PREFIX + "team-image-reader"
 DENIED_ROLE = ROLE_PREFIX + "admin"
-WEBHOOK_CONFIGURATION = "rolecall.dev"  # the operator's default (Settings.webhook_configuration_name)
+WEBHOOK_CONFIGURATION = Settings().webhook_configuration_name  # kopf registers the webhooks there
 SIDECAR_RSS_GOAL_KIB = 20 * 1024  # as in the bench (docs/benchmarks.md)
 SIDECAR_REQUESTS = 200
 # Budgets for what the Dockerfile adds to its base (measured 122 MB, 25 MB gzipped: docs/benchmarks.md)
