@@ -33,6 +33,9 @@ async def run_operator(
         kwargs["clusterwide"] = True
     await kopf.operator(
         registry=build_registry(webhooks=settings.webhook_enabled),
+        # our own identity: kopf's default asks getpass.getuser(), which fails for a uid with
+        # no /etc/passwd entry (a custom runAsUser, OpenShift's random uids)
+        identity=kopf.Identity(settings.identity),
         memo=kopf.Memo(app=app),
         standalone=True,
         stop_flag=stop_flag,

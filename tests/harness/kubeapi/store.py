@@ -348,6 +348,8 @@ class Store:
             return
         rtype, dep = found
         refs = dep["metadata"].get("ownerReferences") or []
+        if not refs:  # orphaned meanwhile (propagationPolicy Orphan): nothing owns it any more
+            return
         alive = [r for r in refs if r.get("uid") in self.uids]
         if alive:
             if len(alive) != len(refs):
