@@ -35,7 +35,7 @@ async def run_operator(
         registry=build_registry(webhooks=settings.webhook_enabled),
         # our own identity: kopf's default asks getpass.getuser(), which fails for a uid with
         # no /etc/passwd entry (a custom runAsUser, OpenShift's random uids)
-        identity=kopf.Identity(settings.identity),
+        identity=settings.identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         memo=kopf.Memo(app=app),
         standalone=True,
         stop_flag=stop_flag,
