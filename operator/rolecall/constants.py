@@ -35,7 +35,7 @@ ANN_POD_MODE = f"{GROUP}/mode"
 ANN_POD_EC2_METADATA = f"{GROUP}/ec2-metadata"  # "allow": no AWS_EC2_METADATA_DISABLED
 ANN_POD_INJECTED = f"{GROUP}/injected"
 
-# --- the Secret's keys (DESIGN §3) -------------------------------------------------------
+# --- the Secret's keys (README: The Secret) -------------------------------------------------------
 KEY_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
 KEY_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
 KEY_SESSION_TOKEN = "AWS_SESSION_TOKEN"
@@ -56,7 +56,7 @@ MIN_DURATION_SECONDS = 900
 MAX_DURATION_SECONDS = 43200
 CHAINED_MAX_DURATION_SECONDS = 3600
 
-# automatic session tags (DESIGN §5)
+# automatic session tags (docs/security.md)
 TAG_NAMESPACE = "kubernetes-namespace"
 TAG_CLUSTER = "kubernetes-cluster-name"
 TAG_ASSUMED_ROLE = "rolecall-assumed-role"

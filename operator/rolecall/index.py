@@ -1,7 +1,7 @@
 """An in-memory index of AssumedRoles, for the pod admission webhook.
 
-The webhook must answer within the API server's timeout and may run on every replica (DESIGN
-§7), so it never lists AssumedRoles per pod: kopf's watch keeps this index current and the
+The webhook must answer within the API server's timeout and may run on every replica
+(docs/architecture.md), so it never lists AssumedRoles per pod: kopf's watch keeps this index current and the
 webhook asks it two questions, both O(1): "which AssumedRole is this?" and "which
 AssumedRoles of namespace N bind ServiceAccount S?".
 

@@ -1,4 +1,4 @@
-"""The pod patch for each injection mode (DESIGN §4), as RFC 6902 JSON-patch ops (pure).
+"""The pod patch for each injection mode (docs/sdks.md), as RFC 6902 JSON-patch ops (pure).
 
 Which AssumedRole a pod gets
     The pod annotation ``rolecall.dev/assumed-role: <name>`` names an AssumedRole of the pod's

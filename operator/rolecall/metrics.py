@@ -1,4 +1,4 @@
-"""Prometheus metrics (DESIGN §7), in a registry per operator instance."""
+"""Prometheus metrics (docs/install.md), in a registry per operator instance."""
 
 from __future__ import annotations
 

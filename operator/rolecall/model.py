@@ -167,7 +167,7 @@ class PolicySpec:
     namespace_selector: LabelSelector | None = None
     role_arns: tuple[str, ...] = ()
     max_duration_seconds: int | None = None
-    # what a namespace may choose about attribution (DESIGN §2; default: nothing but the
+    # what a namespace may choose about attribution (README: The AssumedRole; default: nothing but the
     # source identities tied to the namespace)
     allow_automatic_tag_opt_out: bool = False
     session_tag_keys: tuple[str, ...] = ()

@@ -6,7 +6,7 @@ restoring a hand-edited Secret from credentials that still hold — is finished 
 worker, at once. When new credentials are needed it returns an :class:`Assume` step instead;
 the scheduler runs that step when the STS lane grants the binding's namespace a turn.
 
-It owns the guarantees of DESIGN §6: credentials that still hold are never deleted or blanked
+It owns the guarantees of docs/architecture.md: credentials that still hold are never deleted or blanked
 because of a failure, retries back off (long for failures a retry cannot fix), status and
 events tell the truth, and a restart with valid stored credentials costs no STS call and no
 write. Decisions are delegated: :mod:`schedule` (when), :mod:`access` (may it),

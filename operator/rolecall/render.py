@@ -1,6 +1,6 @@
 """The managed Secret and the AssumedRole status, built as plain dicts (pure).
 
-One Secret carries the same credentials in every format a pod may read (DESIGN §3). Values
+One Secret carries the same credentials in every format a pod may read (README: The Secret). Values
 here are strings; the Kubernetes adapter base64-encodes ``data`` on the way out.
 """
 

@@ -3,7 +3,7 @@
 The renewal decision is a chain of small named checks, each taking the clock reading as an
 argument and answering ``(reason, message)`` when new credentials are needed. The refresh
 point is half the lifetime minus a jitter of up to 10 % of that half (a 1 h session is
-replaced 27-30 min after issue, DESIGN §6); the jitter is derived from the
+replaced 27-30 min after issue, docs/architecture.md); the jitter is derived from the
 binding's identity and the expiration, so it is the same after an operator restart (no STS
 call on restart) yet spreads 1 000 bindings created together over 10 % of their lifetime.
 """

@@ -50,7 +50,7 @@ from typing import Protocol
 DEFAULT_DIR = "/var/run/secrets/rolecall.dev/aws"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9911
-CREDENTIALS_FILE = "credentials.json"  # the Secret's keys (DESIGN §3)
+CREDENTIALS_FILE = "credentials.json"  # the Secret's keys (README: The Secret)
 TOKEN_FILE = "token"
 CREDENTIALS_PATH = "/v1/credentials"
 HEALTH_PATHS = frozenset({"/healthz", "/ready"})

@@ -1,4 +1,4 @@
-"""Where the keys that sign a binding's AssumeRole come from (DESIGN §2, ``spec.source``).
+"""Where the keys that sign a binding's AssumeRole come from (README: The AssumedRole, ``spec.source``).
 
 Three sources: the operator's own identity (default), static keys in a Secret of the
 binding's namespace (``secretRef``), or the live session of another AssumedRole of the same

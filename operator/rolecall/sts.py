@@ -1,6 +1,6 @@
 """The only boto3 user: AssumeRole requests and the classification of their failures.
 
-Errors are classified once, here, into the condition reasons of DESIGN §5. Retrying is the
+Errors are classified once, here, into the condition reasons of docs/security.md. Retrying is the
 reconciler's job (with backoff and a global rate limit), so botocore's own retries are off:
 every attempt is one STS call that the metrics and the rate limiter see.
 """

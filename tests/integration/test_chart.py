@@ -89,7 +89,7 @@ SCENARIOS = {
     "no-webhook": NO_WEBHOOK,
 }
 
-# --- the operator's API calls (DESIGN §7; kube.py, leader.py, kopf) --------------------------------
+# --- the operator's API calls (docs/install.md; kube.py, leader.py, kopf) --------------------------------
 # (apiGroup, resource) → verbs. The ClusterRole must grant exactly these, the Role exactly LEASE.
 OPERATOR_CALLS: dict[tuple[str, str], set[str]] = {
     ("", "secrets"): {"get", "list", "watch", "create", "update", "delete"},
