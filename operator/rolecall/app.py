@@ -328,9 +328,23 @@ class App:
                 review.reason,
             )
 
-    def validate_assumed_role(self, body: Any, old: Any, operation: str, warnings: list[str]) -> None:
+    async def validate_assumed_role(self, body: Any, old: Any, operation: str, warnings: list[str]) -> None:
         namespace = (body.get("metadata") or {}).get("namespace") or ""
-        review = admission.review_assumed_role(
+        review = self._review_assumed_role(body, old, operation, namespace)
+        if not review.allowed and self.settings.enforce_access:
+            # the cache is fed by watches: a policy applied a moment ago (kubectl apply -f of a
+            # directory) may not have arrived yet. Refuse only what the API server's own copy
+            # of the policies refuses too.
+            await self._refresh_policies(namespace)
+            review = self._review_assumed_role(body, old, operation, namespace)
+        warnings.extend(review.warnings)
+        if not review.allowed:
+            raise kopf.AdmissionError(review.message, code=422)
+
+    def _review_assumed_role(
+        self, body: Any, old: Any, operation: str, namespace: str
+    ) -> admission.AssumedRoleReview:
+        return admission.review_assumed_role(
             body,
             operation=operation,
             namespace=namespace,
@@ -339,9 +353,18 @@ class App:
             enforce=self.settings.enforce_access,
             old=old,
         )
-        warnings.extend(review.warnings)
-        if not review.allowed:
-            raise kopf.AdmissionError(review.message, code=422)
+
+    async def _refresh_policies(self, namespace: str) -> None:
+        try:
+            policies = await self._in_executor(self.kube.list_policies)
+            labels = await self._in_executor(self.kube.get_namespace_labels, namespace)
+        except KubeError as exc:
+            logger.info("Could not re-read AssumedRolePolicies for a denial: %s", exc.reason)
+            return
+        for policy in policies:
+            self.events.store_policy(policy)
+        if labels is not None:
+            self.cache.namespace_labels[namespace] = labels
 
     # --- leadership and triggers --------------------------------------------------------
 

@@ -81,5 +81,7 @@ def register(registry: kopf.OperatorRegistry, *, webhooks: bool = False) -> None
         ignore_failures=True,  # self-registered (development) only; the Helm chart sets Fail
         registry=registry,
     )
-    def assumedrole_validate(body: kopf.Body, warnings: list[str], memo: Any, **kwargs: Any) -> None:
-        app_of(memo).validate_assumed_role(body, kwargs.get("old"), kwargs.get("operation", ""), warnings)
+    async def assumedrole_validate(body: kopf.Body, warnings: list[str], memo: Any, **kwargs: Any) -> None:
+        await app_of(memo).validate_assumed_role(
+            body, kwargs.get("old"), kwargs.get("operation", ""), warnings
+        )

@@ -271,6 +271,13 @@ class KubeAdapter:
     def list_policies(self) -> list[dict[str, Any]]:
         return list(self.request("GET", f"/apis/{c.API_VERSION}/{c.PLURAL_POLICY}").get("items") or [])
 
+    def get_namespace_labels(self, name: str) -> dict[str, str] | None:
+        try:
+            body = self.request("GET", f"/api/v1/namespaces/{name}")
+        except NotFound:
+            return None
+        return dict((body.get("metadata") or {}).get("labels") or {})
+
     def list_namespaces(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/api/v1/namespaces").get("items") or [])
 

@@ -132,6 +132,18 @@ def test_unadmitted_assumed_role_is_rejected_at_apply_time(
     assert sts.requests(action="AssumeRole") == []
 
 
+def test_a_policy_the_watch_has_not_delivered_yet_is_honoured(
+    webhook_operator: Any, k8s: K8s, namespace: str, policy: str
+) -> None:
+    """`kubectl apply -f dir/` creates the policy and the binding milliseconds apart: the
+    webhook must not refuse the binding because its watch has not delivered the policy yet."""
+    wait_for(lambda: webhook_operator.call(lambda: policy in webhook_operator.app.cache.policies), timeout=10)
+    webhook_operator.call(lambda: webhook_operator.app.cache.policies.clear())  # the watch lags
+    created = k8s.create_ar(namespace, "fresh", {"roleArn": ROLE})
+    assert created["metadata"]["name"] == "fresh"
+    assert webhook_operator.call(lambda: policy in webhook_operator.app.cache.policies)
+
+
 def test_invalid_spec_is_rejected_with_the_field_named(
     webhook_operator: Any, k8s: K8s, namespace: str, policy: str
 ) -> None:
