@@ -358,7 +358,7 @@ def _parse_session_policies(col: _Collector, spec: Mapping[str, Any]) -> tuple[s
         )
         return session_policy, ()
     for i, arn in enumerate(raw_arns):
-        if not isinstance(arn, str) or len(arn) > 2048 or not ARN_POLICY_RE.fullmatch(arn):
+        if not isinstance(arn, str) or len(arn) > 1040 or not ARN_POLICY_RE.fullmatch(arn):
             col.add(
                 f"spec.policyArns[{i}]",
                 arn,
