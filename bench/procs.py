@@ -164,12 +164,18 @@ class Child:
         return time.monotonic() - t0
 
 
-def spawn(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None) -> Child:
+def spawn(
+    name: str,
+    argv: list[str],
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    path_first: list[str] | None = None,
+) -> Child:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed by Child.stop
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    pythonpath = [str(ROOT), str(ROOT / "operator")]
+    pythonpath = [*(path_first or []), str(ROOT), str(ROOT / "operator")]
     if full_env.get("PYTHONPATH"):
         pythonpath.append(full_env["PYTHONPATH"])
     full_env["PYTHONPATH"] = os.pathsep.join(pythonpath)

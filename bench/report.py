@@ -5,12 +5,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from bench.fairness import READY_GOAL_S, WITHDRAW_GOAL_S
+from bench.fairness import notes as fairness_notes
+from bench.fairness import rows as fairness_rows
+
 
 def _target(value: Any, op: str, limit: float, unit: str = "") -> dict[str, Any]:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         met = None
     elif op == "<=":
         met = value <= limit
+    elif op == "<":
+        met = value < limit
     else:
         met = value == limit
     return {"value": value, "target": f"{op} {limit:g}{unit}".replace("== ", "= "), "met": met}
@@ -57,6 +63,15 @@ def build(
     }
     if s.n != 1000:
         targets["overhead_ratio"]["note"] = "the target is stated for N = 1 000"
+    fair = r.get("fairness") or {}
+    for scenario in ("working", "failing"):
+        if scenario in fair:
+            f = fair[scenario]
+            for key, goal in (("new_ready_s", READY_GOAL_S), ("withdrawn_secret_gone_s", WITHDRAW_GOAL_S)):
+                target = _target(f[key], "<", goal, " s")
+                if f[key] is None:  # gave up waiting: a miss, not an unknown
+                    target.update(value=f"> {f['timeout_s']:g}", met=False)
+                targets[f"fairness_{scenario}_{key}"] = target
     return {
         "n": s.n,
         "overhead_ratio": overhead,
@@ -210,6 +225,8 @@ def markdown(d: dict[str, Any]) -> str:
             "",
         ),
     ]
+    if p.get("fairness"):
+        rows += fairness_rows(p["fairness"])
     lines = [
         f"# rolecall benchmark, N = {n} ({d['run']['started']}, commit {d['run'].get('commit', '?')}"
         + (", operator modified" if d["run"].get("operator_modified") else "")
@@ -247,4 +264,6 @@ def markdown(d: dict[str, Any]) -> str:
         f"{restart['stop_s']} s to stop on SIGTERM.",
         "",
     ]
+    if p.get("fairness"):
+        lines += fairness_notes(p["fairness"])
     return "\n".join(lines)
