@@ -2584,7 +2584,10 @@ def test_server_side_apply_records_its_fields(target_api: Any, target_namespace:
     entries = managed_fields(created.json())
     assert list(entries) == [("alice", "Apply")]
     assert entries["alice", "Apply"]["apiVersion"] == "v1"
-    assert entries["alice", "Apply"]["fieldsV1"] == {"f:data": {"f:a": {}}, "f:metadata": {"f:labels": {"f:app": {}}}}
+    assert entries["alice", "Apply"]["fieldsV1"] == {
+        "f:data": {"f:a": {}},
+        "f:metadata": {"f:labels": {"f:app": {}}},
+    }
 
     again = apply_patch(target_api, path, doc, "alice")
     assert again.status == 200
@@ -2604,7 +2607,9 @@ def test_server_side_apply_records_its_fields(target_api: Any, target_namespace:
     assert response.json()["data"] == {"a": "1", "y": "2"}
 
 
-def test_apply_needs_a_field_manager_and_force_is_for_apply_only(target_api: Any, target_namespace: str) -> None:
+def test_apply_needs_a_field_manager_and_force_is_for_apply_only(
+    target_api: Any, target_namespace: str
+) -> None:
     path = f"/api/v1/namespaces/{target_namespace}/configmaps/nomanager"
     response = apply_patch(target_api, path, config_map_doc("nomanager", {"a": "1"}), None)
     assert response.status == 422, response.json()
@@ -2638,7 +2643,10 @@ def test_updates_record_their_manager(target_api: Any, target_namespace: str) ->
     replaced = api.replace_namespaced_config_map(
         "updated",
         target_namespace,
-        {"metadata": {"name": "updated", "resourceVersion": created.metadata.resource_version}, "data": {"a": "2"}},
+        {
+            "metadata": {"name": "updated", "resourceVersion": created.metadata.resource_version},
+            "data": {"a": "2"},
+        },
         field_manager="replacer",
     )
     entries = managed_fields(target_api.sanitize_for_serialization(replaced))
@@ -2660,7 +2668,9 @@ def test_updates_record_their_manager(target_api: Any, target_namespace: str) ->
         "updated", target_namespace, {"data": {"b": "1"}}, _content_type="application/merge-patch+json"
     )
     agent = target_api.user_agent.split("/")[0]
-    current = raw_request(target_api, "GET", f"/api/v1/namespaces/{target_namespace}/configmaps/updated").json()
+    current = raw_request(
+        target_api, "GET", f"/api/v1/namespaces/{target_namespace}/configmaps/updated"
+    ).json()
     assert managed_fields(current)[agent, "Update"]["fieldsV1"] == {"f:data": {"f:b": {}}}
 
     # A client may replace managedFields; [{}] clears them.
@@ -2675,7 +2685,10 @@ def test_updates_record_their_manager(target_api: Any, target_namespace: str) ->
 
 def test_apply_conflicts_with_other_managers_unless_forced(target_api: Any, target_namespace: str) -> None:
     path = f"/api/v1/namespaces/{target_namespace}/configmaps/contested"
-    assert apply_patch(target_api, path, config_map_doc("contested", {"a": "1", "b": "1"}), "alice").status == 201
+    assert (
+        apply_patch(target_api, path, config_map_doc("contested", {"a": "1", "b": "1"}), "alice").status
+        == 201
+    )
     core(target_api).patch_namespaced_config_map(
         "contested",
         target_namespace,
@@ -2704,7 +2717,9 @@ def test_apply_conflicts_with_other_managers_unless_forced(target_api: Any, targ
         'conflicts with "carol":\n- .data.b'
     )
 
-    forced = apply_patch(target_api, path, config_map_doc("contested", {"a": "1", "b": "1"}), "alice", force=True)
+    forced = apply_patch(
+        target_api, path, config_map_doc("contested", {"a": "1", "b": "1"}), "alice", force=True
+    )
     assert forced.status == 200, forced.json()
     assert forced.json()["data"] == {"a": "1", "b": "1"}
     entries = managed_fields(forced.json())
@@ -2719,7 +2734,11 @@ def test_fields_no_longer_applied_are_removed_unless_owned(target_api: Any, targ
     assert apply_patch(target_api, path, doc, "alice").status == 201
     assert apply_patch(target_api, path, config_map_doc("pruned", {"c": "1"}), "carol").status == 200
     core(target_api).patch_namespaced_config_map(
-        "pruned", target_namespace, {"data": {"d": "1"}}, field_manager="bob", _content_type="application/merge-patch+json"
+        "pruned",
+        target_namespace,
+        {"data": {"d": "1"}},
+        field_manager="bob",
+        _content_type="application/merge-patch+json",
     )
 
     after = apply_patch(target_api, path, config_map_doc("pruned", {"a": "1"}, labels={"keep": "1"}), "alice")
@@ -2808,7 +2827,10 @@ def test_apply_merges_custom_resource_lists_by_map_keys(
     path = f"/apis/{GROUP}/v1/namespaces/{target_namespace}/widgets/keyed"
     first = widget("keyed", rules=[{"name": "r1", "value": "a"}], tags=["x"])
     assert apply_patch(target_api, path, first, "alice").status == 201
-    second = {**widget("keyed", rules=[{"name": "r2", "value": "b"}]), "spec": {"rules": [{"name": "r2", "value": "b"}]}}
+    second = {
+        **widget("keyed", rules=[{"name": "r2", "value": "b"}]),
+        "spec": {"rules": [{"name": "r2", "value": "b"}]},
+    }
     response = apply_patch(target_api, path, second, "bob")
     assert response.status == 200, response.json()
     assert response.json()["spec"]["rules"] == [{"name": "r1", "value": "a"}, {"name": "r2", "value": "b"}]

@@ -256,7 +256,9 @@ class ApiServer:
             if target.name is not None or (target.rtype.namespaced and target.namespace is None):
                 raise errors.method_not_allowed()
             self.counts["create"] += 1
-            ssa.check_options(apply=False, manager=params.get("fieldManager"), force=None, options="CreateOptions")
+            ssa.check_options(
+                apply=False, manager=params.get("fieldManager"), force=None, options="CreateOptions"
+            )
             body = await self._body(request)
             fields = ssa.FieldManager(target.rtype, target.version, manager, target.subresource)
             return await self._create(target, body, params, username, fields)
@@ -264,7 +266,9 @@ class ApiServer:
             if target.name is None:
                 raise errors.method_not_allowed()
             self.counts["update"] += 1
-            ssa.check_options(apply=False, manager=params.get("fieldManager"), force=None, options="UpdateOptions")
+            ssa.check_options(
+                apply=False, manager=params.get("fieldManager"), force=None, options="UpdateOptions"
+            )
             body = await self._body(request)
             fields = ssa.FieldManager(target.rtype, target.version, manager, target.subresource)
             return await self._update(target, body, params, username, fields)
@@ -800,7 +804,9 @@ class ApiServer:
             raise errors.bad_request("json patch: the body must be a list of operations")
         if kind != "json" and not isinstance(patch, dict):
             raise errors.bad_request("the patch must be a JSON object")
-        ssa.check_options(apply=kind == "apply", manager=params.get("fieldManager"), force=params.get("force"))
+        ssa.check_options(
+            apply=kind == "apply", manager=params.get("fieldManager"), force=params.get("force")
+        )
         fields = ssa.FieldManager(
             target.rtype,
             target.version,

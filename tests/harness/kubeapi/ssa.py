@@ -229,7 +229,9 @@ class Comparison:
     removed: set[Path] = dataclasses.field(default_factory=set)
 
 
-def compare(old: Any, new: Any, schema: Schema, path: Path = (), result: Comparison | None = None) -> Comparison:
+def compare(
+    old: Any, new: Any, schema: Schema, path: Path = (), result: Comparison | None = None
+) -> Comparison:
     if result is None:
         result = Comparison()
     old_kind, new_kind = _kind(old, schema), _kind(new, schema)
@@ -613,7 +615,9 @@ class FieldManager:
             entries = self._pending if self._pending is not None else []
             me = self._me(entries)
             me.fields = set()
-            _applied_set(_strip(self.applied, self.rtype, self.subresource), new_part, self.schema, (), me.fields)
+            _applied_set(
+                _strip(self.applied, self.rtype, self.subresource), new_part, self.schema, (), me.fields
+            )
         else:
             if self.subresource or requested is None:
                 entries = live_entries

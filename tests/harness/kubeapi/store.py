@@ -479,7 +479,10 @@ class Store:
 
         conditions = [
             condition(
-                "NamespaceDeletionDiscoveryFailure", "False", "ResourcesDiscovered", "All resources successfully discovered"
+                "NamespaceDeletionDiscoveryFailure",
+                "False",
+                "ResourcesDiscovered",
+                "All resources successfully discovered",
             ),
             condition(
                 "NamespaceDeletionGroupVersionParsingFailure",
