@@ -602,6 +602,9 @@ class FieldManager:
             for key in [k for k in meta if k not in _STRIPPED_META]:
                 del meta[key]
             meta.update(merged_part.get("metadata") or {})
+        wanted_version = (self.applied.get("metadata") or {}).get("resourceVersion")
+        if wanted_version:
+            meta["resourceVersion"] = wanted_version  # an apply may be conditional, like an update
         result["metadata"] = meta
         if "apiVersion" in self.applied:
             result["apiVersion"] = self.applied["apiVersion"]
