@@ -163,6 +163,16 @@ def widget_crd() -> dict[str, Any]:
             },
             "port": {"x-kubernetes-int-or-string": True},
             "config": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            "rules": {
+                "type": "array",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string"}, "value": {"type": "string"}},
+                },
+            },
             "minReplicas": {"type": "integer"},
             "maxReplicas": {"type": "integer"},
             "immutableName": {
@@ -2533,3 +2543,377 @@ def test_requests_without_credentials(kube_target: KubeTarget, tmp_path: pathlib
         assert anonymous(secure, "/api").status == 403  # discovery is for authenticated users
     with KubeAPIEmulator() as plain:
         assert anonymous(plain, "/api/v1/namespaces").status == 200
+
+
+# --------------------------------------------------------------------------- field management
+
+
+def apply_patch(
+    api: Any, path: str, body: dict[str, Any], manager: str | None, *, force: bool | None = None
+) -> RawResponse:
+    query: dict[str, Any] = {}
+    if manager is not None:
+        query["fieldManager"] = manager
+    if force is not None:
+        query["force"] = "true" if force else "false"
+    return raw_request(
+        api, "PATCH", path, query=query, body=json.dumps(body), content_type="application/apply-patch+yaml"
+    )
+
+
+def managed_fields(obj: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(manager, operation) -> the managedFields entry, checking the entries' shape."""
+    entries: dict[tuple[str, str], dict[str, Any]] = {}
+    for entry in obj["metadata"].get("managedFields") or []:
+        assert entry["fieldsType"] == "FieldsV1", entry
+        assert entry["operation"] in ("Apply", "Update"), entry
+        assert entry["time"], entry
+        entries[(entry["manager"], entry["operation"])] = entry
+    return entries
+
+
+def config_map_doc(name: str, data: dict[str, str], **meta: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, **meta}, "data": data}
+
+
+def test_server_side_apply_records_its_fields(target_api: Any, target_namespace: str) -> None:
+    path = f"/api/v1/namespaces/{target_namespace}/configmaps/applied"
+    doc = config_map_doc("applied", {"a": "1"}, labels={"app": "x"})
+    created = apply_patch(target_api, path, doc, "alice")
+    assert created.status == 201, created.json()
+    entries = managed_fields(created.json())
+    assert list(entries) == [("alice", "Apply")]
+    assert entries["alice", "Apply"]["apiVersion"] == "v1"
+    assert entries["alice", "Apply"]["fieldsV1"] == {
+        "f:data": {"f:a": {}},
+        "f:metadata": {"f:labels": {"f:app": {}}},
+    }
+
+    again = apply_patch(target_api, path, doc, "alice")
+    assert again.status == 200
+    assert again.json()["metadata"]["resourceVersion"] == created.json()["metadata"]["resourceVersion"]
+
+    # YAML bodies too, as kubectl and helm may send them.
+    yaml_body = yaml.safe_dump(config_map_doc("applied", {"a": "1", "y": "2"}, labels={"app": "x"}))
+    response = raw_request(
+        target_api,
+        "PATCH",
+        path,
+        query={"fieldManager": "alice"},
+        body=yaml_body,
+        content_type="application/apply-patch+yaml",
+    )
+    assert response.status == 200, response.json()
+    assert response.json()["data"] == {"a": "1", "y": "2"}
+
+
+def test_apply_needs_a_field_manager_and_force_is_for_apply_only(
+    target_api: Any, target_namespace: str
+) -> None:
+    path = f"/api/v1/namespaces/{target_namespace}/configmaps/nomanager"
+    response = apply_patch(target_api, path, config_map_doc("nomanager", {"a": "1"}), None)
+    assert response.status == 422, response.json()
+    assert response.json()["message"] == (
+        'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch'
+    )
+    core(target_api).create_namespaced_config_map(target_namespace, {"metadata": {"name": "nomanager"}})
+    response = raw_request(
+        target_api,
+        "PATCH",
+        path,
+        query={"force": "true"},
+        body={"data": {"a": "1"}},
+        content_type="application/merge-patch+json",
+    )
+    assert response.status == 422, response.json()
+    assert response.json()["message"] == (
+        'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: may not be specified for non-apply patch'
+    )
+
+
+def test_updates_record_their_manager(target_api: Any, target_namespace: str) -> None:
+    api = core(target_api)
+    created = api.create_namespaced_config_map(
+        target_namespace, {"metadata": {"name": "updated"}, "data": {"a": "1"}}, field_manager="creator"
+    )
+    entries = managed_fields(target_api.sanitize_for_serialization(created))
+    assert entries["creator", "Update"]["fieldsV1"] == {"f:data": {".": {}, "f:a": {}}}
+    assert entries["creator", "Update"]["apiVersion"] == "v1"
+
+    replaced = api.replace_namespaced_config_map(
+        "updated",
+        target_namespace,
+        {
+            "metadata": {"name": "updated", "resourceVersion": created.metadata.resource_version},
+            "data": {"a": "2"},
+        },
+        field_manager="replacer",
+    )
+    entries = managed_fields(target_api.sanitize_for_serialization(replaced))
+    assert entries["replacer", "Update"]["fieldsV1"] == {"f:data": {"f:a": {}}}
+    assert entries["creator", "Update"]["fieldsV1"] == {"f:data": {}}  # the map itself stays its
+
+    patched = api.patch_namespaced_config_map(
+        "updated",
+        target_namespace,
+        {"metadata": {"labels": {"x": "1"}}},
+        field_manager="patcher",
+        _content_type="application/strategic-merge-patch+json",
+    )
+    entries = managed_fields(target_api.sanitize_for_serialization(patched))
+    assert entries["patcher", "Update"]["fieldsV1"] == {"f:metadata": {"f:labels": {".": {}, "f:x": {}}}}
+
+    # Without fieldManager the manager is the User-Agent up to its first "/".
+    api.patch_namespaced_config_map(
+        "updated", target_namespace, {"data": {"b": "1"}}, _content_type="application/merge-patch+json"
+    )
+    agent = target_api.user_agent.split("/")[0]
+    current = raw_request(
+        target_api, "GET", f"/api/v1/namespaces/{target_namespace}/configmaps/updated"
+    ).json()
+    assert managed_fields(current)[agent, "Update"]["fieldsV1"] == {"f:data": {"f:b": {}}}
+
+    # A client may replace managedFields; [{}] clears them.
+    cleared = api.patch_namespaced_config_map(
+        "updated",
+        target_namespace,
+        {"metadata": {"managedFields": [{}]}},
+        _content_type="application/merge-patch+json",
+    )
+    assert not cleared.metadata.managed_fields
+
+
+def test_apply_conflicts_with_other_managers_unless_forced(target_api: Any, target_namespace: str) -> None:
+    path = f"/api/v1/namespaces/{target_namespace}/configmaps/contested"
+    assert (
+        apply_patch(target_api, path, config_map_doc("contested", {"a": "1", "b": "1"}), "alice").status
+        == 201
+    )
+    core(target_api).patch_namespaced_config_map(
+        "contested",
+        target_namespace,
+        {"data": {"a": "2"}},
+        field_manager="bob",
+        _content_type="application/merge-patch+json",
+    )
+    refused = apply_patch(target_api, path, config_map_doc("contested", {"a": "1", "b": "1"}), "alice")
+    assert refused.status == 409
+    status = refused.json()
+    assert status["reason"] == "Conflict"
+    assert status["message"] == 'Apply failed with 1 conflict: conflict with "bob" using v1: .data.a'
+    assert status["details"]["causes"] == [
+        {"type": "FieldManagerConflict", "message": 'conflict with "bob" using v1', "field": ".data.a"}
+    ]
+
+    # Applying the value a field already has shares it; an Apply manager is named without a version.
+    shared = apply_patch(target_api, path, config_map_doc("contested", {"b": "1"}), "carol")
+    assert shared.status == 200, shared.json()
+    refused = apply_patch(target_api, path, config_map_doc("contested", {"a": "3", "b": "3"}), "dave")
+    assert refused.status == 409
+    assert refused.json()["message"] == (
+        "Apply failed with 3 conflicts: "
+        'conflicts with "alice":\n- .data.b\n'
+        'conflicts with "bob" using v1:\n- .data.a\n'
+        'conflicts with "carol":\n- .data.b'
+    )
+
+    forced = apply_patch(
+        target_api, path, config_map_doc("contested", {"a": "1", "b": "1"}), "alice", force=True
+    )
+    assert forced.status == 200, forced.json()
+    assert forced.json()["data"] == {"a": "1", "b": "1"}
+    entries = managed_fields(forced.json())
+    assert ("bob", "Update") not in entries  # its only field was taken over
+    assert entries["alice", "Apply"]["fieldsV1"] == {"f:data": {"f:a": {}, "f:b": {}}}
+    assert entries["carol", "Apply"]["fieldsV1"] == {"f:data": {"f:b": {}}}
+
+
+def test_fields_no_longer_applied_are_removed_unless_owned(target_api: Any, target_namespace: str) -> None:
+    path = f"/api/v1/namespaces/{target_namespace}/configmaps/pruned"
+    doc = config_map_doc("pruned", {"a": "1", "b": "1", "c": "1"}, labels={"keep": "1", "drop": "1"})
+    assert apply_patch(target_api, path, doc, "alice").status == 201
+    assert apply_patch(target_api, path, config_map_doc("pruned", {"c": "1"}), "carol").status == 200
+    core(target_api).patch_namespaced_config_map(
+        "pruned",
+        target_namespace,
+        {"data": {"d": "1"}},
+        field_manager="bob",
+        _content_type="application/merge-patch+json",
+    )
+
+    after = apply_patch(target_api, path, config_map_doc("pruned", {"a": "1"}, labels={"keep": "1"}), "alice")
+    assert after.status == 200, after.json()
+    obj = after.json()
+    # b: alice's only, gone; c: carol applies it too; d: bob's.
+    assert obj["data"] == {"a": "1", "c": "1", "d": "1"}
+    assert obj["metadata"]["labels"] == {"keep": "1"}
+    assert managed_fields(obj)["alice", "Apply"]["fieldsV1"] == {
+        "f:data": {"f:a": {}},
+        "f:metadata": {"f:labels": {"f:keep": {}}},
+    }
+
+
+def deployment_doc(name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            **spec,
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": containers}},
+        },
+    }
+
+
+def test_apply_merges_built_in_lists_by_their_keys(target_api: Any, target_namespace: str) -> None:
+    path = f"/apis/apps/v1/namespaces/{target_namespace}/deployments/merged"
+    main = {
+        "name": "main",
+        "image": "busybox:1.36",
+        "args": ["a"],
+        "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+        "ports": [{"containerPort": 80}],
+    }
+    doc = deployment_doc("merged", [main], selector={"matchLabels": {"app": "merged"}})
+    created = apply_patch(target_api, path, doc, "alice")
+    assert created.status == 201, created.json()
+    containers = created.json()["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:template"]["f:spec"][
+        "f:containers"
+    ]
+    assert containers == {
+        'k:{"name":"main"}': {
+            ".": {},
+            "f:args": {},
+            "f:env": {
+                'k:{"name":"A"}': {".": {}, "f:name": {}, "f:value": {}},
+                'k:{"name":"B"}': {".": {}, "f:name": {}, "f:value": {}},
+            },
+            "f:image": {},
+            "f:name": {},
+            # the key of a port includes its defaulted protocol
+            "f:ports": {'k:{"containerPort":80,"protocol":"TCP"}': {".": {}, "f:containerPort": {}}},
+        }
+    }
+
+    # Another manager adds a container: the list is merged by name, not replaced.
+    side = deployment_doc("merged", [{"name": "side", "image": "busybox:1.36"}])
+    del side["spec"]["template"]["metadata"]
+    response = apply_patch(target_api, path, side, "bob")
+    assert response.status == 200, response.json()
+    spec = response.json()["spec"]["template"]["spec"]
+    assert [c["name"] for c in spec["containers"]] == ["main", "side"]
+
+    # An atomic list (args) is one field: changing it conflicts, with the item's key in the path.
+    clash = deployment_doc("merged", [{"name": "main", "args": ["b"]}])
+    del clash["spec"]["template"]["metadata"]
+    refused = apply_patch(target_api, path, clash, "bob")
+    assert refused.status == 409
+    assert refused.json()["message"] == (
+        'Apply failed with 1 conflict: conflict with "alice": .spec.template.spec.containers[name="main"].args'
+    )
+
+    # alice stops applying env B: it goes; env A and bob's container stay.
+    main["env"] = [{"name": "A", "value": "1"}]
+    response = apply_patch(target_api, path, doc, "alice")
+    assert response.status == 200, response.json()
+    spec = response.json()["spec"]["template"]["spec"]
+    assert [c["name"] for c in spec["containers"]] == ["main", "side"]
+    assert spec["containers"][0]["env"] == [{"name": "A", "value": "1"}]
+
+
+def test_apply_merges_custom_resource_lists_by_map_keys(
+    target_api: Any, target_namespace: str, crds: None
+) -> None:
+    path = f"/apis/{GROUP}/v1/namespaces/{target_namespace}/widgets/keyed"
+    first = widget("keyed", rules=[{"name": "r1", "value": "a"}], tags=["x"])
+    assert apply_patch(target_api, path, first, "alice").status == 201
+    second = {
+        **widget("keyed", rules=[{"name": "r2", "value": "b"}]),
+        "spec": {"rules": [{"name": "r2", "value": "b"}]},
+    }
+    response = apply_patch(target_api, path, second, "bob")
+    assert response.status == 200, response.json()
+    assert response.json()["spec"]["rules"] == [{"name": "r1", "value": "a"}, {"name": "r2", "value": "b"}]
+    entries = managed_fields(response.json())
+    assert entries["bob", "Apply"]["apiVersion"] == f"{GROUP}/v1"
+    assert entries["bob", "Apply"]["fieldsV1"] == {
+        "f:spec": {"f:rules": {'k:{"name":"r2"}': {".": {}, "f:name": {}, "f:value": {}}}}
+    }
+
+    # tags has no list type: atomic, owned by alice as a whole.
+    refused = apply_patch(target_api, path, {**second, "spec": {"tags": ["y"]}}, "bob")
+    assert refused.status == 409
+    assert refused.json()["message"] == 'Apply failed with 1 conflict: conflict with "alice": .spec.tags'
+
+
+# --------------------------------------------------------------------------- namespace termination
+
+
+def test_namespace_termination(target_api: Any, request: pytest.FixtureRequest) -> None:
+    api = core(target_api)
+    name = create_test_namespace(target_api, request.node.name + "-ending")
+    try:
+        api.create_namespaced_config_map(
+            name, {"metadata": {"name": "held", "finalizers": ["contract.rolecall.dev/hold"]}}
+        )
+        api.create_namespaced_secret(name, {"metadata": {"name": "free"}})
+        before = api.read_namespace(name)
+        assert before.spec.finalizers == ["kubernetes"]
+        assert before.status.phase == "Active"
+
+        response = raw_request(target_api, "DELETE", f"/api/v1/namespaces/{name}")
+        assert response.status == 200
+        deleted = response.json()
+        assert deleted["kind"] == "Namespace"
+        assert deleted["status"]["phase"] == "Terminating"
+        assert deleted["metadata"]["deletionTimestamp"]
+        assert deleted["spec"]["finalizers"] == ["kubernetes"]
+
+        # The namespace controller deletes the contents; the finalizer holds one object and the namespace.
+        wait_for(lambda: gone(api.read_namespaced_secret, "free", name), timeout=60, message="secret kept")
+        held = api.read_namespaced_config_map("held", name)
+        assert held.metadata.deletion_timestamp is not None
+
+        def remaining() -> Any:
+            ns = api.read_namespace(name)
+            conditions = {c.type: c for c in ns.status.conditions or []}
+            found = conditions.get("NamespaceFinalizersRemaining")
+            return ns if found is not None and found.status == "True" else None
+
+        terminating = wait_for(remaining, timeout=60, message="no NamespaceFinalizersRemaining condition")
+        assert terminating.status.phase == "Terminating"
+        conditions = {c.type: c for c in terminating.status.conditions}
+        assert conditions["NamespaceFinalizersRemaining"].message == (
+            "Some content in the namespace has finalizers remaining: contract.rolecall.dev/hold in 1 resource "
+            "instances"
+        )
+        assert conditions["NamespaceContentRemaining"].message == (
+            "Some resources are remaining: configmaps. has 1 resource instances"
+        )
+
+        status = expect_error(403, api.create_namespaced_config_map, name, {"metadata": {"name": "late"}})
+        assert status["reason"] == "Forbidden"
+        assert status["message"] == (
+            f'configmaps "late" is forbidden: unable to create new content in namespace {name} because it is '
+            "being terminated"
+        )
+        status = expect_error(409, api.create_namespace, {"metadata": {"name": name}})
+        assert status["message"] == f'object is being deleted: namespaces "{name}" already exists'
+
+        api.patch_namespaced_config_map(
+            "held", name, {"metadata": {"finalizers": None}}, _content_type="application/merge-patch+json"
+        )
+        wait_for(lambda: gone(api.read_namespace, name), timeout=90, message="namespace not removed")
+
+        _response, events = watch_events(
+            target_api,
+            "/api/v1/namespaces",
+            resourceVersion=before.metadata.resource_version,
+            fieldSelector=f"metadata.name={name}",
+        )
+        types = [e["type"] for e in events]
+        assert types[0] == "MODIFIED" and types[-1] == "DELETED", types
+        assert set(types) == {"MODIFIED", "DELETED"}, types
+        assert events[0]["object"]["status"]["phase"] == "Terminating"
+    finally:
+        delete_test_namespace(target_api, name)

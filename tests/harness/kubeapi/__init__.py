@@ -15,9 +15,10 @@ rolebindings/clusterrolebindings (enforced, see below), CRDs and webhook configu
 server-managed metadata (uid, one global resourceVersion, generation, generateName,
 stringData); GET/LIST (limit and continue)/WATCH (resume from a bounded history, 410 Gone,
 bookmarks, timeoutSeconds); label and field selectors; POST/PUT/PATCH (merge, JSON with test
-ops, strategic merge for built-ins, server-side apply as a plain merge)/DELETE; Status errors;
-status subresources; finalizers; garbage collection by ownerReferences (Background/Foreground/
-Orphan); namespace and CRD termination; CRD schemas (pruning, defaults, validation, CEL rules
+ops, strategic merge for built-ins, server-side apply)/DELETE; managedFields and apply
+conflicts (ssa.py); Status errors; status subresources; finalizers; garbage collection by
+ownerReferences (Background/Foreground/Orphan); namespace termination (Terminating, then the
+namespace controller empties and finalizes it) and CRD termination; CRD schemas (pruning, defaults, validation, CEL rules
 through ``cel-python`` when installed); mutating and validating admission webhooks over HTTPS.
 
 For real kubectl (1.33) and helm (4):
@@ -40,7 +41,7 @@ the access reviews answer ``kubectl auth can-i``. No token over plain http is th
 port's admin (kubectl sends no credentials over http); ``tls=True`` serves HTTPS.
 
 Known differences from a real server: no escalation checks on writing RBAC objects;
-server-side apply is a merge without managedFields or conflicts; ``/openapi/v2`` is JSON only
+server-side apply follows the real algorithm only as far as ssa.py says; ``/openapi/v2`` is JSON only
 (client-go asks for protobuf, gets 406 and uses v3); legacy discovery only (kubectl falls back
 from the aggregated form); no watch in Table form; no conversion webhooks or scale
 subresource; pods are never scheduled (kubelet.py runs one Deployment on request); built-in

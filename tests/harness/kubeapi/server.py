@@ -17,7 +17,7 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
-from . import builtins, errors, openapi, protobuf, rbac, tables
+from . import builtins, errors, openapi, protobuf, rbac, ssa, tables
 from .admission import MUTATING, VALIDATING, Admission, AdmissionRequest
 from .errors import ApiError, FieldError
 from .patches import clone, json_equal, json_patch, merge_patch, strategic_merge
@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "discovery")
+_MISSING = object()
 SERVER_MANAGED = (
     "uid",
     "resourceVersion",
@@ -248,23 +249,34 @@ class ApiServer:
                     target, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}, params
                 )
             return self._json(obj)
+        manager = params.get("fieldManager") or ssa.manager_from_user_agent(
+            request.headers.get("User-Agent", "")
+        )
         if method == "POST":
             if target.name is not None or (target.rtype.namespaced and target.namespace is None):
                 raise errors.method_not_allowed()
             self.counts["create"] += 1
+            ssa.check_options(
+                apply=False, manager=params.get("fieldManager"), force=None, options="CreateOptions"
+            )
             body = await self._body(request)
-            return await self._create(target, body, params, username)
+            fields = ssa.FieldManager(target.rtype, target.version, manager, target.subresource)
+            return await self._create(target, body, params, username, fields)
         if method == "PUT":
             if target.name is None:
                 raise errors.method_not_allowed()
             self.counts["update"] += 1
+            ssa.check_options(
+                apply=False, manager=params.get("fieldManager"), force=None, options="UpdateOptions"
+            )
             body = await self._body(request)
-            return await self._update(target, body, params, username)
+            fields = ssa.FieldManager(target.rtype, target.version, manager, target.subresource)
+            return await self._update(target, body, params, username, fields)
         if method == "PATCH":
             if target.name is None:
                 raise errors.method_not_allowed()
             self.counts["patch"] += 1
-            return await self._patch(request, target, params, username)
+            return await self._patch(request, target, params, username, manager)
         if method == "DELETE":
             body = await self._body(request, allow_empty=True)
             if target.name is None:
@@ -656,12 +668,19 @@ class ApiServer:
             meta.pop("namespace", None)
         return obj
 
-    async def _create(self, target: Target, body: Any, params: Any, username: str) -> web.Response:
-        obj, warnings = await self.create_object(target, body, params, username)
+    async def _create(
+        self, target: Target, body: Any, params: Any, username: str, fields: ssa.FieldManager
+    ) -> web.Response:
+        obj, warnings = await self.create_object(target, body, params, username, fields)
         return self._json(self._for_version(obj, target), 201, warnings)
 
     async def create_object(
-        self, target: Target, body: Any, params: Any, username: str
+        self,
+        target: Target,
+        body: Any,
+        params: Any,
+        username: str,
+        fields: ssa.FieldManager | None = None,
     ) -> tuple[Obj, list[str]]:
         rtype = target.rtype
         dry_run = params.get("dryRun") == "All"
@@ -671,6 +690,7 @@ class ApiServer:
         meta = obj["metadata"]
         if meta.get("resourceVersion"):
             raise errors.internal("resourceVersion should not be set on objects to be created")
+        requested_fields = meta.get("managedFields")
         for field in SERVER_MANAGED:
             meta.pop(field, None)
         display_name = meta.get("name") or meta.get("generateName") or ""
@@ -709,10 +729,18 @@ class ApiServer:
         await self._admit(VALIDATING, target, "CREATE", obj, None, username, warnings, dry_run)
         # Commit: no awaits from here on.
         self._check_namespace(target, meta["name"])
-        if self.store.get(rtype.key, target.namespace, meta["name"]) is not None:
-            raise errors.already_exists(rtype.plural, rtype.group, meta["name"])
+        existing = self.store.get(rtype.key, target.namespace, meta["name"])
+        if existing is not None:
+            error = errors.already_exists(rtype.plural, rtype.group, meta["name"])
+            if existing["metadata"].get("deletionTimestamp"):
+                error.message = f"object is being deleted: {error.message}"
+            raise error
         if rtype.key == CRD_KEY:
             self._check_crd_conflicts(obj)
+        if fields is not None:
+            managed = fields.finish(None, obj, requested_fields)
+            if managed:
+                meta["managedFields"] = managed
         if dry_run:
             return obj, warnings
         stored = self.store.put(rtype, obj, None)
@@ -733,7 +761,9 @@ class ApiServer:
 
     # ----------------------------------------------------------------- update & patch
 
-    async def _update(self, target: Target, body: Any, params: Any, username: str) -> web.Response:
+    async def _update(
+        self, target: Target, body: Any, params: Any, username: str, fields: ssa.FieldManager
+    ) -> web.Response:
         body = builtins.check_body_object(body)
         if body["metadata"].get("name") not in (None, target.name):
             raise errors.bad_request(
@@ -756,10 +786,12 @@ class ApiServer:
                 )
             return new
 
-        obj, warnings, status = await self.modify(target, replace, params, username)
+        obj, warnings, status = await self.modify(target, replace, params, username, fields)
         return self._json(self._for_version(obj, target), status, warnings)
 
-    async def _patch(self, request: web.Request, target: Target, params: Any, username: str) -> web.Response:
+    async def _patch(
+        self, request: web.Request, target: Target, params: Any, username: str, manager: str
+    ) -> web.Response:
         content_types = [
             value.split(";")[0].strip().lower() for value in request.headers.getall("Content-Type", [])
         ]
@@ -772,12 +804,25 @@ class ApiServer:
             raise errors.bad_request("json patch: the body must be a list of operations")
         if kind != "json" and not isinstance(patch, dict):
             raise errors.bad_request("the patch must be a JSON object")
+        ssa.check_options(
+            apply=kind == "apply", manager=params.get("fieldManager"), force=params.get("force")
+        )
+        fields = ssa.FieldManager(
+            target.rtype,
+            target.version,
+            manager,
+            target.subresource,
+            applied=patch if kind == "apply" else None,
+            force=_truthy(params.get("force")),
+        )
         if kind == "apply" and target.subresource is None:
             existing = self.store.get(target.rtype.key, target.namespace, target.name or "")
             if existing is None:
+                if (patch.get("metadata") or {}).get("managedFields"):
+                    raise errors.bad_request("metadata.managedFields must be nil")
                 body = clone(patch)
                 body.setdefault("metadata", {})["name"] = target.name
-                obj, warnings = await self.create_object(target, body, params, username)
+                obj, warnings = await self.create_object(target, body, params, username, fields)
                 return self._json(self._for_version(obj, target), 201, warnings)
 
         def apply(current: Obj) -> Obj:
@@ -787,11 +832,9 @@ class ApiServer:
                 return json_patch(current, patch)
             if kind == "strategic":
                 return strategic_merge(current, patch)
-            if target.rtype.builtin:
-                return strategic_merge(current, patch)
-            return merge_patch(current, patch)
+            return fields.apply(current)
 
-        obj, warnings, status = await self.modify(target, apply, params, username)
+        obj, warnings, status = await self.modify(target, apply, params, username, fields)
         return self._json(self._for_version(obj, target), status, warnings)
 
     async def modify(
@@ -800,6 +843,7 @@ class ApiServer:
         change: Callable[[Obj], Obj],
         params: Any,
         username: str,
+        fields: ssa.FieldManager | None = None,
     ) -> tuple[Obj, list[str], int]:
         """The shared update pipeline of PUT and PATCH (main resource or a subresource)."""
         rtype = target.rtype
@@ -815,6 +859,11 @@ class ApiServer:
             new = builtins.check_body_object(new)
             new = self._normalise_body(target, new)
             meta = new["metadata"]
+            requested_fields = meta.get("managedFields", _MISSING)
+            if requested_fields is _MISSING or json_equal(
+                requested_fields, current["metadata"].get("managedFields")
+            ):
+                requested_fields = None
             wanted_rv = meta.get("resourceVersion")
             if wanted_rv and wanted_rv != current_rv:
                 raise errors.conflict(rtype.plural, rtype.group, target.name or "")
@@ -855,6 +904,12 @@ class ApiServer:
             latest = self._get_existing(target)
             if latest["metadata"]["resourceVersion"] != current_rv:
                 continue  # changed meanwhile: redo with the fresh object
+            if fields is not None:
+                managed = fields.finish(current, new, requested_fields)
+                if managed:
+                    new["metadata"]["managedFields"] = managed
+                else:
+                    new["metadata"].pop("managedFields", None)
             if json_equal(new, current):
                 return current, warnings, 200
             if rtype.generation and not json_equal(
@@ -914,7 +969,10 @@ class ApiServer:
         obj, removed, warnings = await self.delete_object(target, options, username)
         rtype = target.rtype
         if not removed:
-            return self._json(self._for_version(obj, target), 202, warnings)
+            # 202 only when the client asked for cascading deletion the old way, as the API
+            # server answers (namespaces, finalizers, foreground deletion: 200 otherwise).
+            accepted = options.get("orphanDependents") is False
+            return self._json(self._for_version(obj, target), 202 if accepted else 200, warnings)
         if rtype.return_deleted:
             return self._json(self._for_version(obj, target), 200, warnings)
         return self._json(

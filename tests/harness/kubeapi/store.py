@@ -32,6 +32,13 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _spec_finalizers(rtype: ResourceType, obj: Obj) -> list[str]:
+    """A Namespace's ``spec.finalizers`` (``kubernetes``: the namespace controller's)."""
+    if rtype.key != NS_KEY:
+        return []
+    return list((obj.get("spec") or {}).get("finalizers") or [])
+
+
 def with_version(obj: Obj, api_version: str) -> Obj:
     if obj.get("apiVersion") == api_version:
         return obj
@@ -251,7 +258,7 @@ class Store:
                 self.ns_counts[namespace] += 1
         self._index_owners(uid, old, obj)
         self._emit(rtype.key, "ADDED" if old is None else "MODIFIED", obj, old)
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not _spec_finalizers(rtype, obj):
             self.remove(rtype, obj)
         elif old is None and meta.get("ownerReferences"):
             self._check_orphaned_soon(uid)
@@ -404,6 +411,8 @@ class Store:
     # ----------------------------------------------------------------- namespaces & CRDs
 
     def _terminate_namespace(self, ns: Obj) -> tuple[Obj, bool]:
+        """DELETE of a Namespace: it turns Terminating; the namespace controller (run soon after,
+        on the event loop) deletes its contents, then finalizes and removes it."""
         name = ns["metadata"]["name"]
         if not ns["metadata"].get("deletionTimestamp"):
             new = {
@@ -416,21 +425,109 @@ class Store:
             }
             new["status"] = {**(ns.get("status") or {}), "phase": "Terminating"}
             ns = self.put(self.types[NS_KEY], new, ns)
+        current = self.namespace_obj(name)
+        if current is None:
+            return ns, True
+        try:
+            asyncio.get_running_loop().call_soon(self.namespace_controller, name)
+        except RuntimeError:
+            self.namespace_controller(name)
+        return current, False
+
+    def namespace_controller(self, name: str) -> None:
+        """Delete what a Terminating namespace holds; finalize it once nothing is left."""
+        ns = self.namespace_obj(name)
+        if ns is None or not ns["metadata"].get("deletionTimestamp"):
+            return
         for key, rtype in list(self.types.items()):
             if not rtype.namespaced:
                 continue
             for obj in list(self.objects.get(key, {}).get(name, {}).values()):
                 if not obj["metadata"].get("deletionTimestamp") or not obj["metadata"].get("finalizers"):
                     self.delete(rtype, obj, "Background")
+        ns = self.namespace_obj(name)
+        if ns is None:
+            return
         if self.ns_counts.get(name, 0) <= 0:
-            return self._finish_namespace(ns), True
-        return ns, False
+            self._finish_namespace(ns)
+            return
+        status = {**(ns.get("status") or {}), "conditions": self._namespace_conditions(name)}
+        if status != ns.get("status"):
+            self.put(self.types[NS_KEY], {**ns, "status": status}, ns)
+
+    def _namespace_conditions(self, name: str) -> list[Obj]:
+        """The conditions the namespace controller reports while content is left."""
+        remaining: list[str] = []
+        finalizers: collections.Counter[str] = collections.Counter()
+        for key, rtype in sorted(self.types.items(), key=lambda item: item[1].plural):
+            objects = list(self.objects.get(key, {}).get(name, {}).values())
+            if objects:
+                group = f".{rtype.group}" if rtype.group else "."
+                remaining.append(f"{rtype.plural}{group} has {len(objects)} resource instances")
+            for obj in objects:
+                finalizers.update(obj["metadata"].get("finalizers") or [])
+        now = now_iso()
+
+        def condition(type_: str, status: str, reason: str, message: str) -> Obj:
+            return {
+                "type": type_,
+                "status": status,
+                "lastTransitionTime": now,
+                "reason": reason,
+                "message": message,
+            }
+
+        conditions = [
+            condition(
+                "NamespaceDeletionDiscoveryFailure",
+                "False",
+                "ResourcesDiscovered",
+                "All resources successfully discovered",
+            ),
+            condition(
+                "NamespaceDeletionGroupVersionParsingFailure",
+                "False",
+                "ParsedGroupVersions",
+                "All legacy kube types successfully parsed",
+            ),
+            condition(
+                "NamespaceDeletionContentFailure",
+                "False",
+                "ContentDeleted",
+                "All content successfully deleted, may be waiting on finalization",
+            ),
+            condition(
+                "NamespaceContentRemaining",
+                "True",
+                "SomeResourcesRemain",
+                "Some resources are remaining: " + ", ".join(remaining),
+            ),
+        ]
+        if finalizers:
+            held = ", ".join(f"{f} in {n} resource instances" for f, n in sorted(finalizers.items()))
+            conditions.append(
+                condition(
+                    "NamespaceFinalizersRemaining",
+                    "True",
+                    "SomeFinalizersRemain",
+                    f"Some content in the namespace has finalizers remaining: {held}",
+                )
+            )
+        return conditions
 
     def _finish_namespace(self, ns: Obj) -> Obj:
+        """The namespace controller's last step: drop the ``kubernetes`` finalizer (the object
+        is removed then, unless metadata.finalizers hold it)."""
         current = self.namespace_obj(ns["metadata"]["name"])
         if current is None:
             return ns
-        return self.remove(self.types[NS_KEY], current)
+        spec = current.get("spec") or {}
+        rest = [f for f in spec.get("finalizers") or [] if f != "kubernetes"]
+        if spec.get("finalizers"):
+            return self.put(self.types[NS_KEY], {**current, "spec": {**spec, "finalizers": rest}}, current)
+        if not current["metadata"].get("finalizers"):
+            return self.remove(self.types[NS_KEY], current)
+        return current
 
     def _terminate_crd(self, crd: Obj) -> tuple[Obj, bool]:
         crd_type = self.types[CRD_KEY]
