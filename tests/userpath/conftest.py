@@ -8,17 +8,16 @@ here talks to the API except kubectl and helm, and the kubelet stand-in
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rolecall.tls import generate_self_signed
 from tests.harness.kubeapi import KubeAPIEmulator
 from tests.harness.kubeapi.kubelet import DeploymentRunner
 from tests.harness.tools import REPO, ensure_helm, ensure_kubectl
@@ -80,13 +79,33 @@ class Cluster:
             raise CommandFailed(done.stderr)
         return bool(done.stdout.strip())
 
-    def run_deployment(self, namespace: str, name: str, env: dict[str, str]) -> DeploymentRunner:
-        """Start the installed Deployment's operator (the kubelet's part) and wait until healthy."""
-        runner = DeploymentRunner(self.emulator, namespace, name, self.home / f"pod-{name}", env)
+    def run_deployment(self, namespace: str, name: str, node_env: dict[str, str]) -> DeploymentRunner:
+        """Run the installed Deployment's pods (the kubelet's part) and wait until they are ready."""
+        runner = DeploymentRunner(self.emulator, namespace, name, self.home / f"pods-{name}", node_env)
         self.runners.append(runner)
         runner.start()
         runner.wait_healthy()
         return runner
+
+    def wait_for(self, what: str, predicate: Callable[[], bool], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(0.2)
+
+    def webhooks_serving(self, name: str = RELEASE) -> None:
+        """Until the operator has written caBundle and the wanted failurePolicy (both webhook
+        configurations start with Ignore and no caBundle)."""
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            wanted = self.get_json(kind, name)["metadata"]["annotations"]["rolecall.dev/failure-policy"]
+            for condition in (
+                "{.webhooks[0].clientConfig.caBundle}",
+                "{.webhooks[0].failurePolicy}=" + wanted,
+            ):
+                self.kubectl(
+                    "wait", f"{kind}/{name}", "--timeout=60s", f"--for=jsonpath={condition}", timeout=90
+                )
 
     def stop_all(self) -> None:
         for runner in self.runners:
@@ -104,22 +123,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         emulator.stop()
 
 
-@pytest.fixture(scope="module")
-def webhook_tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A serving certificate for the chart's Service (cert-manager is not in this cluster)."""
-    host = f"{RELEASE}.{NAMESPACE}.svc"
-    cert, key = generate_self_signed([host, f"{host}.cluster.local"])
-    directory = tmp_path_factory.mktemp("webhook-tls")
-    (directory / "tls.crt").write_bytes(cert)
-    (directory / "tls.key").write_bytes(key)
-    return {
-        "cert": str(directory / "tls.crt"),
-        "key": str(directory / "tls.key"),
-        "ca_bundle": base64.b64encode(cert).decode(),
-        "secret": f"{RELEASE}-webhook-tls",
-    }
-
-
-def operator_env(aws_env: dict[str, str]) -> dict[str, str]:
-    """The operator's own AWS identity and the local STS (what IRSA or a Secret gives it)."""
-    return {k: v for k, v in aws_env.items() if k.startswith("AWS_")}
+def node_env(aws_env: dict[str, str]) -> dict[str, str]:
+    """What the node gives the operator's pods besides their spec: the local STS, and an AWS
+    identity for the SDK's default chain (as IRSA or instance metadata would on EKS)."""
+    keys = ("AWS_ENDPOINT_URL_STS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED")
+    return {k: aws_env[k] for k in keys}
