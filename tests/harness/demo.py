@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,7 +82,8 @@ class Shell:
         self.env = env
 
     def run(self, *argv: str, show: str | None = None, quiet: bool = False, timeout: float = 120) -> str:
-        print(f"  $ {show or ' '.join(argv)}", flush=True)
+        if show != "":
+            print(f"  $ {show or ' '.join(argv)}", flush=True)
         done = subprocess.run(
             list(argv), env=self.env, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
         )
@@ -170,7 +172,8 @@ def main() -> int:
             kubeconfig = str(emulator.write_kubeconfig(DEMO_DIR / "kubeconfig"))
             print(f"  API server: {emulator.url}  (kubeconfig: {kubeconfig})")
         home = DEMO_DIR / "home"
-        home.mkdir(exist_ok=True)
+        shutil.rmtree(home, ignore_errors=True)  # the last run's pods and caches
+        home.mkdir()
         sh = Shell(
             {
                 "PATH": f"{kubectl.parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
@@ -275,11 +278,13 @@ def main() -> int:
                       show="AWS_CONFIG_FILE=.demo/config aws sts get-caller-identity")  # fmt: skip
         ident = json.loads(out)
         status = json.loads(sh.run(k, "get", "ar", "s3-reader", "-n", APP_NS, "-o", "json", quiet=True,
-                                   show=f"kubectl get ar s3-reader -n {APP_NS} -o json"))["status"]  # fmt: skip
+                                   show=""))["status"]  # fmt: skip
         if ident["Arn"] != status["assumedRoleArn"]:
             print(f"demo: expected {status['assumedRoleArn']}, got {ident['Arn']}", file=sys.stderr)
             return 1
         say(f"Done in {time.monotonic() - started:.1f}s: the AWS CLI acted as {ident['Arn']}")
+        if runner is not None:
+            print(f"  operator logs: {', '.join(str(p.log_path) for p in runner.pods)}")
         if keep:
             if runner is not None:
                 live = runner

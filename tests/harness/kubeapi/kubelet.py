@@ -252,6 +252,10 @@ class PodProcess:
         }
         self.api.request("PUT", f"{path}/status", pod)
 
+    def terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -443,6 +447,8 @@ class DeploymentRunner:
 
     def _stop_pods(self, pods: list[PodProcess]) -> None:
         """The pods go away: their Service endpoints, processes and Pod objects."""
+        for pod in pods:
+            pod.terminate()  # all at once: each may take its grace period
         for pod in pods:
             for service, port, local in self.routes.pop(pod.name, []):
                 self.emulator.unroute_service(self.namespace, service, port, "127.0.0.1", local)
