@@ -2494,11 +2494,6 @@ def test_kubectl_as_a_service_account_is_judged_by_rbac(kubectl_team: KubectlTea
     assert 'User "someone" cannot list resource "secrets"' in impersonating.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kubectl sends SelfSubjectAccessReview, SelfSubjectReview and TokenRequest bodies as "
-    "protobuf: 415 until the emulator decodes protobuf request bodies (issue 14)",
-)
 def test_kubectl_auth_can_i_whoami_and_create_token(kubectl_team: KubectlTeam) -> None:
     whoami = kubectl_team.run("auth", "whoami", "-o", "json")
     assert whoami.returncode == 0, whoami.stderr

@@ -7,59 +7,62 @@ where the previous one left the cluster, as a user's session does.
 
 from __future__ import annotations
 
+import base64
 import re
-from typing import Any
+import subprocess
+import sys
 
 import pytest
 import yaml
 
+from rolecall import tls
+from tests.harness.kubeapi import KubeAPIEmulator
+from tests.harness.sts import STSFaultProxy
 from tests.harness.tools import REPO
 
-from .conftest import NAMESPACE, RELEASE, Cluster, operator_env
+from .conftest import NAMESPACE, RELEASE, Cluster
 
 CHART = str(REPO / "deploy" / "helm" / "rolecall")
 SAMPLES = REPO / "deploy" / "samples"
 APP_NS = "team-a"
+KEYS_SECRET = "rolecall-aws-keys"
 
 
-def sample_docs() -> list[dict[str, Any]]:
-    return [d for p in sorted(SAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
-
-
-def helm_values(webhook_tls: dict[str, str], aws_env: dict[str, str]) -> list[str]:
-    """cert-manager is not installed here: the chart's provided-certificate option instead."""
+def install_args(aws_env: dict[str, str]) -> list[str]:
+    """The chart's defaults (the operator's own webhook certificate, two replicas), with the
+    operator's static keys from a Secret (clusters outside AWS) and the local STS."""
     return [
-        "--set", "webhook.certManager.enabled=false",
-        "--set", f"webhook.tls.secretName={webhook_tls['secret']}",
-        "--set", f"webhook.tls.caBundle={webhook_tls['ca_bundle']}",
+        "--set", f"aws.credentials.existingSecret={KEYS_SECRET}",
         "--set", f"aws.stsEndpointUrl={aws_env['AWS_ENDPOINT_URL_STS']}",
-        "--set", "replicas=1",
     ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def installed(cluster: Cluster, webhook_tls: dict[str, str], aws_env: dict[str, str]) -> Cluster:
+def install(cluster: Cluster, aws_env: dict[str, str]) -> None:
+    """docs/install.md, "Install with Helm", static keys: then the kubelet runs the pods."""
     cluster.kubectl("create", "namespace", NAMESPACE)
     cluster.kubectl(
-        "create", "secret", "tls", webhook_tls["secret"], "-n", NAMESPACE,
-        "--cert", webhook_tls["cert"], "--key", webhook_tls["key"],
+        "-n", NAMESPACE, "create", "secret", "generic", KEYS_SECRET,
+        f"--from-literal=AWS_ACCESS_KEY_ID={aws_env['AWS_ACCESS_KEY_ID']}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={aws_env['AWS_SECRET_ACCESS_KEY']}",
     )  # fmt: skip
-    cluster.helm("install", RELEASE, CHART, "-n", NAMESPACE, *helm_values(webhook_tls, aws_env))
-    cluster.run_deployment(NAMESPACE, RELEASE, operator_env(aws_env))
+    cluster.helm("install", RELEASE, CHART, "-n", NAMESPACE, *install_args(aws_env))
+    # the node gives nothing but the network: the identity comes from the Secret
+    cluster.run_deployment(NAMESPACE, RELEASE, {"AWS_EC2_METADATA_DISABLED": "true"})
+    cluster.webhooks_serving()
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: Cluster, aws_env: dict[str, str]) -> Cluster:
+    install(cluster, aws_env)
     return cluster
 
 
 @pytest.fixture(scope="module")
 def bound(installed: Cluster) -> Cluster:
-    """The samples' binding, applied in the order that works today (see the samples test)."""
-    cluster = installed
-    if not cluster.exists("namespace", APP_NS):
-        cluster.kubectl("create", "namespace", APP_NS)
-    if not cluster.exists("serviceaccount", "app", "-n", APP_NS):
-        cluster.kubectl("create", "serviceaccount", "app", "-n", APP_NS)
-    cluster.kubectl("apply", "-f", str(SAMPLES / "assumedrolepolicy.yaml"))
-    cluster.kubectl("apply", "-f", str(SAMPLES / "assumedrole.yaml"))
-    return cluster
+    """`kubectl apply -f deploy/samples/` in one go, with the validating webhook on (Fail)."""
+    done = installed.kubectl("apply", "-f", str(SAMPLES))
+    assert "assumedrole.rolecall.dev/s3-reader created" in done.stdout, done.stdout
+    return installed
 
 
 def test_helm_install_creates_the_chart_objects(installed: Cluster) -> None:
@@ -76,9 +79,73 @@ def test_helm_install_creates_the_chart_objects(installed: Cluster) -> None:
     ):
         assert installed.exists(kind, RELEASE), kind
     assert installed.exists("crd", "assumedroles.rolecall.dev")
+    # no cert-manager in this cluster, and none needed
+    assert "certificates.cert-manager.io" not in installed.kubectl("api-resources", "-o", "name").stdout
     # helm keeps the release in a Secret it sends as protobuf
     secrets = installed.kubectl("get", "secrets", "-n", NAMESPACE, "-l", "owner=helm", "-o", "name").stdout
     assert f"secret/sh.helm.release.v1.{RELEASE}.v1" in secrets.split()
+
+
+def test_the_operator_runs_as_installed(installed: Cluster) -> None:
+    """docs/install.md, "Verify the install": two replicas Ready, their logs, one leader."""
+    done = installed.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{RELEASE}", "--timeout=60s")
+    assert "successfully rolled out" in done.stdout, done.stdout
+    pods = installed.get_json("pods", "-n", NAMESPACE, "-l", f"app.kubernetes.io/name={RELEASE}")["items"]
+    assert len(pods) == 2 and all(p["status"]["phase"] == "Running" for p in pods), pods
+    logs = installed.kubectl("-n", NAMESPACE, "logs", f"deployment/{RELEASE}").stdout
+    assert logs.strip(), "kubectl logs shows the operator's output"
+    # what Prometheus scrapes: /metrics through the Service's http-metrics port
+    metrics = installed.kubectl(
+        "get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/services/http:{RELEASE}:http-metrics/proxy/metrics"
+    ).stdout
+    assert "# TYPE" in metrics, metrics[:500]
+    lease = installed.get_json("lease", f"{RELEASE}-leader", "-n", NAMESPACE)
+    assert lease["spec"]["holderIdentity"] in {p["metadata"]["name"] for p in pods}
+
+
+def test_the_operator_issues_its_webhook_certificate(installed: Cluster) -> None:
+    """Default values: no cert-manager, no certificate given. The operator's CA is in the
+    Secret and in caBundle, and the API server (TLS checked against the Service's name) calls
+    the webhook through the Service."""
+    secret = installed.get_json("secret", f"{RELEASE}-webhook-tls", "-n", NAMESPACE)
+    ca = base64.b64decode(secret["data"]["ca.crt"])
+    cert = base64.b64decode(secret["data"]["tls.crt"])
+    assert tls.verifies(ca, cert)
+    for kind, policy in (
+        ("validatingwebhookconfiguration", "Fail"),
+        ("mutatingwebhookconfiguration", "Ignore"),
+    ):
+        hook = installed.get_json(kind, RELEASE)["webhooks"][0]
+        assert base64.b64decode(hook["clientConfig"]["caBundle"]) == ca, kind
+        assert hook["failurePolicy"] == policy, kind
+    # the validating webhook answers through the Service: a binding no policy admits is refused
+    denied = yaml.safe_dump(
+        {
+            "apiVersion": "rolecall.dev/v1alpha1",
+            "kind": "AssumedRole",
+            "metadata": {"name": "not-admitted", "namespace": "default"},
+            "spec": {
+                "roleArn": "arn:aws:iam::123456789012:role/other",
+                "subjects": [{"kind": "ServiceAccount", "name": "default"}],
+            },
+        }
+    )
+    done = installed.kubectl("apply", "-f", "-", stdin=denied, check=False)
+    assert done.returncode != 0
+    assert 'admission webhook "validate-assumedroles.rolecall.dev" denied the request' in done.stderr, (
+        done.stderr
+    )
+
+
+def test_rolecall_doctor_finds_nothing_wrong(installed: Cluster) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "rolecall.cli", "doctor"],
+        env=installed.env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[fail" not in done.stdout and "answers at service rolecall-system/rolecall" in done.stdout, (
+        done.stdout
+    )
 
 
 def test_explain_reads_the_crd_schema(installed: Cluster) -> None:
@@ -145,21 +212,13 @@ def test_get_assumedroles_prints_the_crd_columns(bound: Cluster) -> None:
     assert policy["NAME"] == "team-a" and policy["MAX-DURATION"] == "43200"
 
 
-def test_expires_column_reads_right(bound: Cluster, request: pytest.FixtureRequest) -> None:
-    crd = bound.get_json("crd", "assumedroles.rolecall.dev")
-    columns = {c["name"]: c for v in crd["spec"]["versions"] for c in v.get("additionalPrinterColumns") or []}
-    if columns.get("Expires", {}).get("type") == "date":
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="issue 13: the Expires printer column is `type: date` on a future time, which an "
-                "API server prints as <invalid>",
-                strict=True,
-            )
-        )
+def test_expires_column_reads_right(bound: Cluster) -> None:
     bound.kubectl("wait", "--for=condition=Ready", "ar/s3-reader", "-n", APP_NS, "--timeout=60s", timeout=90)
     headers, rows = _table(bound.kubectl("get", "ar", "-n", APP_NS).stdout)
-    expires = dict(zip(headers, rows[0], strict=True)).get("EXPIRES", "")
-    assert expires and expires != "<invalid>", expires
+    expires = dict(zip(headers, rows[0], strict=True))["EXPIRES"]
+    status = bound.get_json("ar", "s3-reader", "-n", APP_NS)["status"]
+    assert expires == status["expiration"], (expires, status)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", expires), expires
 
 
 def test_kubectl_run_pod_is_injected(bound: Cluster) -> None:
@@ -178,25 +237,32 @@ def test_kubectl_run_pod_is_injected(bound: Cluster) -> None:
     assert "rolecall-credentials" not in {v["name"] for v in other["spec"].get("volumes") or []}
 
 
-def test_helm_upgrade_changes_the_deployment(
-    bound: Cluster, webhook_tls: dict[str, str], aws_env: dict[str, str]
-) -> None:
-    bound.helm(
-        "upgrade", RELEASE, CHART, "-n", NAMESPACE, *helm_values(webhook_tls, aws_env), "--set", "workers=4"
-    )
+def test_helm_upgrade_rolls_the_operator(bound: Cluster) -> None:
+    """docs/install.md, "Upgrade": --reuse-values keeps the install's values; the Deployment
+    rolls, the webhooks are back to their failurePolicy, and the new replicas call no STS for
+    credentials that are still valid."""
+    before = bound.get_json("secret", "s3-reader", "-n", APP_NS)["metadata"]["annotations"]
+    bound.helm("upgrade", RELEASE, CHART, "-n", NAMESPACE, "--reuse-values", "--set", "workers=4")
     deployment = bound.get_json("deployment", RELEASE, "-n", NAMESPACE)
-    assert "--workers=4" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--workers=4" in args and f"--operator-keys-secret={NAMESPACE}/{KEYS_SECRET}" in args
     assert deployment["metadata"]["generation"] == 2
+    bound.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{RELEASE}", "--timeout=90s", timeout=120)
+    bound.webhooks_serving()
     history = bound.helm("history", RELEASE, "-n", NAMESPACE, "-o", "json").stdout
     assert history.count('"revision"') == 2
+    after = bound.get_json("secret", "s3-reader", "-n", APP_NS)["metadata"]["annotations"]
+    assert after["rolecall.dev/issued-at"] == before["rolecall.dev/issued-at"], "no new STS call"
 
 
 def test_helm_uninstall_keeps_crds_bindings_and_secrets(bound: Cluster) -> None:
     bound.kubectl("wait", "--for=condition=Ready", "ar/s3-reader", "-n", APP_NS, "--timeout=60s", timeout=90)
     bound.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout=60s")
-    bound.stop_all()  # the Deployment is gone: its pods stop
     assert not bound.exists("deployment", RELEASE, "-n", NAMESPACE)
+    # the Deployment is gone: its pods stop (the kubelet stand-in)
+    bound.kubectl("-n", NAMESPACE, "wait", "--for=delete", "pods", "--all", "--timeout=60s", timeout=90)
     assert not bound.exists("validatingwebhookconfiguration", RELEASE)
+    assert not bound.exists("mutatingwebhookconfiguration", RELEASE)
     assert bound.exists("crd", "assumedroles.rolecall.dev")
     assert bound.exists("crd", "assumedrolepolicies.rolecall.dev")
     assert bound.exists("assumedrole", "s3-reader", "-n", APP_NS)
@@ -205,33 +271,32 @@ def test_helm_uninstall_keeps_crds_bindings_and_secrets(bound: Cluster) -> None:
     bound.kubectl("label", "assumedrole", "s3-reader", "-n", APP_NS, "checked=yes")
 
 
-def test_samples_apply_cleanly_on_a_fresh_cluster(
-    tmp_path_factory: pytest.TempPathFactory,
-    webhook_tls: dict[str, str],
-    aws_env: dict[str, str],
-    request: pytest.FixtureRequest,
+def test_reinstall_resumes_without_new_sts_calls(
+    bound: Cluster, aws_env: dict[str, str], sts_proxy: STSFaultProxy
 ) -> None:
-    """`kubectl apply -f deploy/samples/` right after `helm install`, in any order."""
-    from tests.harness.kubeapi import KubeAPIEmulator
+    """After `helm uninstall` (CRDs, bindings and Secrets kept), `helm install` again: the
+    operator takes the bindings back and calls STS for none that is still valid."""
+    before = len(sts_proxy.requests("AssumeRole"))
+    bound.helm("install", RELEASE, CHART, "-n", NAMESPACE, *install_args(aws_env))
+    bound.run_deployment(NAMESPACE, RELEASE, {"AWS_EC2_METADATA_DISABLED": "true"})
+    bound.webhooks_serving()
+    bound.kubectl("wait", "--for=condition=Ready", "ar/s3-reader", "-n", APP_NS, "--timeout=60s", timeout=90)
+    assert len(sts_proxy.requests("AssumeRole")) == before
 
-    kinds = {d["kind"] for d in sample_docs()}
-    if not {"Namespace", "ServiceAccount"} <= kinds:
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="issue 13: deploy/samples/ creates neither the Namespace nor the ServiceAccount "
-                "it binds, and assumedrole.yaml is checked before its policy exists",
-                strict=True,
-            )
-        )
+
+def test_samples_apply_cleanly_on_a_fresh_cluster(
+    tmp_path_factory: pytest.TempPathFactory, aws_env: dict[str, str]
+) -> None:
+    """`kubectl apply -f deploy/samples/` in one go, right after the install, with the
+    validating webhook on: every object, and the binding Ready."""
     emulator = KubeAPIEmulator().start()
     fresh = Cluster(emulator, tmp_path_factory.mktemp("fresh"))
     try:
-        fresh.kubectl("create", "namespace", NAMESPACE)
-        fresh.kubectl("create", "secret", "tls", webhook_tls["secret"], "-n", NAMESPACE,
-                      "--cert", webhook_tls["cert"], "--key", webhook_tls["key"])  # fmt: skip
-        fresh.helm("install", RELEASE, CHART, "-n", NAMESPACE, *helm_values(webhook_tls, aws_env))
-        fresh.run_deployment(NAMESPACE, RELEASE, operator_env(aws_env))
-        fresh.kubectl("apply", "-f", str(SAMPLES))
+        install(fresh, aws_env)
+        done = fresh.kubectl("apply", "-f", str(SAMPLES))
+        for created in ("namespace/team-a", "serviceaccount/app", "assumedrolepolicy.rolecall.dev/team-a",
+                        "assumedrole.rolecall.dev/s3-reader", "pod/whoami"):  # fmt: skip
+            assert f"{created} created" in done.stdout, done.stdout
         fresh.kubectl(
             "wait", "--for=condition=Ready", "ar/s3-reader", "-n", APP_NS, "--timeout=60s", timeout=90
         )

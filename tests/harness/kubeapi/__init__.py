@@ -31,8 +31,11 @@ For real kubectl (1.33) and helm (4):
 - server-side printing, ``Accept: ...;as=Table;g=meta.k8s.io;v=v1`` (tables.py): built-in
   printers and CRD ``additionalPrinterColumns`` with the API server's cell rules (a future
   ``date`` is ``<invalid>``);
-- webhook Services routed to local processes (``route_service``), and a kubelet stand-in that
-  runs an installed Deployment's operator as a local process (kubelet.py).
+- webhook Services routed to local processes (``route_service``: endpoints used in turn, also
+  by the ``services/.../proxy`` subresource), ``pods/<name>/log`` of pods run by the kubelet
+  stand-in, which runs an installed Deployment's replicas as local processes, writes their
+  Pods and the Deployment's status, and rolls or stops them as the Deployment changes
+  (kubelet.py).
 
 Authentication and RBAC (rbac.py): bearer tokens name users and groups (the admin token is in
 system:masters; ServiceAccount tokens come from the TokenRequest subresource), Roles,
@@ -44,7 +47,7 @@ Known differences from a real server: no escalation checks on writing RBAC objec
 server-side apply follows the real algorithm only as far as ssa.py says; ``/openapi/v2`` is JSON only
 (client-go asks for protobuf, gets 406 and uses v3); legacy discovery only (kubectl falls back
 from the aggregated form); no watch in Table form; no conversion webhooks or scale
-subresource; pods are never scheduled (kubelet.py runs one Deployment on request); built-in
+subresource; pods are never scheduled (kubelet.py runs a Deployment on request); built-in
 kinds are validated only where tests need it (names, labels, ownerReferences, pods,
 deployments, RBAC bindings, webhooks, CRDs).
 """

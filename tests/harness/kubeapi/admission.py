@@ -78,8 +78,25 @@ class Admission:
         self.session: aiohttp.ClientSession | None = None
         self._contexts: dict[str, ssl.SSLContext] = {}
         self.calls = 0
-        # kube-proxy's part: (namespace, service, port) -> (host, port) of the process serving it
-        self.service_routes: dict[tuple[str, str, int], tuple[str, int]] = {}
+        # kube-proxy's part: (namespace, service, port) -> the (host, port) endpoints serving it,
+        # used in turn
+        self.service_routes: dict[tuple[str, str, int], list[tuple[str, int]]] = {}
+        self._next_endpoint = 0
+
+    def http_session(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            # One connection per call: no idle keep-alive connections to webhook servers that
+            # stop (an in-process kopf would otherwise leave unclosed transports behind).
+            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        return self.session
+
+    def endpoint(self, namespace: str, name: str, port: int) -> tuple[str, int] | None:
+        """The next endpoint of a Service port (round robin), or None when it has none."""
+        endpoints = self.service_routes.get((namespace, name, port))
+        if not endpoints:
+            return None
+        self._next_endpoint += 1
+        return endpoints[self._next_endpoint % len(endpoints)]
 
     async def close(self) -> None:
         if self.session is not None:
@@ -167,21 +184,18 @@ class Admission:
             port = int(service.get("port", 443))
             host = f"{service.get('name')}.{service.get('namespace')}.svc"
             url = target = f"https://{host}:{port}{service.get('path', '')}"
-            route = self.service_routes.get((service.get("namespace"), service.get("name"), port))
+            route = self.endpoint(service.get("namespace", ""), service.get("name", ""), port)
             if route is not None:
                 target = f"https://{route[0]}:{route[1]}{service.get('path', '')}"
                 server_hostname = host  # the certificate is checked against the Service's name
-        if self.session is None:
-            # One connection per call: no idle keep-alive connections to webhook servers that
-            # stop (an in-process kopf would otherwise leave unclosed transports behind).
-            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        session = self.http_session()
         timeout = aiohttp.ClientTimeout(total=float(hook.get("timeoutSeconds") or 10))
         ssl_context: ssl.SSLContext | bool = False
         if url.startswith("https://"):
             ssl_context = self._ssl_context(client.get("caBundle"))
         self.calls += 1
         try:
-            async with self.session.post(
+            async with session.post(
                 target, json=review, ssl=ssl_context, timeout=timeout, server_hostname=server_hostname
             ) as response:
                 text = await response.text()

@@ -262,11 +262,26 @@ class KubeAPIEmulator:
         return self.call(lambda s: s.admission.calls)
 
     def route_service(self, namespace: str, name: str, port: int, host: str, target_port: int) -> None:
-        """Send webhook calls for Service ``namespace/name:port`` to ``host:target_port`` (what
-        DNS and kube-proxy do in a cluster; the TLS name checked stays ``name.namespace.svc``)."""
-        self.call(
-            lambda s: s.admission.service_routes.__setitem__((namespace, name, port), (host, target_port))
-        )
+        """Add ``host:target_port`` to the endpoints of Service ``namespace/name:port``: webhook
+        calls and service-proxy requests go to its endpoints in turn (what DNS and kube-proxy
+        do in a cluster; the TLS name checked stays ``name.namespace.svc``)."""
+
+        def add(s: ApiServer) -> None:
+            endpoints = s.admission.service_routes.setdefault((namespace, name, port), [])
+            if (host, target_port) not in endpoints:
+                endpoints.append((host, target_port))
+
+        self.call(add)
+
+    def unroute_service(self, namespace: str, name: str, port: int, host: str, target_port: int) -> None:
+        """Remove an endpoint added by :meth:`route_service` (its pod stopped)."""
+
+        def remove(s: ApiServer) -> None:
+            endpoints = s.admission.service_routes.get((namespace, name, port)) or []
+            if (host, target_port) in endpoints:
+                endpoints.remove((host, target_port))
+
+        self.call(remove)
 
     def apply(self, manifests: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Create or replace objects from manifests directly (no HTTP, no auth)."""

@@ -145,6 +145,10 @@ def unauthorized() -> ApiError:
     return ApiError(401, "Unauthorized", "Unauthorized")
 
 
+def service_unavailable(message: str) -> ApiError:
+    return ApiError(503, "ServiceUnavailable", message, {})
+
+
 def internal(message: str) -> ApiError:
     return ApiError(
         500,

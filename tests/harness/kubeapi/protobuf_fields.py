@@ -34,12 +34,43 @@ ROOTS: dict[tuple[str, str], str] = {
     ("policy/v1", "PodDisruptionBudget"): "policy.v1.PodDisruptionBudget",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networking.v1.NetworkPolicy",
     ("coordination.k8s.io/v1", "Lease"): "coordination.v1.Lease",
+    # kubectl auth whoami / can-i (also --list) and kubectl create token
+    ("authentication.k8s.io/v1", "SelfSubjectReview"): "authentication.v1.SelfSubjectReview",
+    ("authentication.k8s.io/v1", "TokenRequest"): "authentication.v1.TokenRequest",
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): "authorization.v1.SelfSubjectAccessReview",
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): "authorization.v1.SelfSubjectRulesReview",
+    ("authorization.k8s.io/v1", "SubjectAccessReview"): "authorization.v1.SubjectAccessReview",
+    ("authorization.k8s.io/v1", "LocalSubjectAccessReview"): "authorization.v1.SubjectAccessReview",
 }
 # DeleteOptions is registered in every group-version.
 ANY_VERSION: dict[str, str] = {"DeleteOptions": "meta.v1.DeleteOptions"}
 
 # fmt: off
 MESSAGES: dict[str, str] = {
+    # The `extra` maps of UserInfo and SubjectAccessReviewSpec (map<string, ExtraValue>, a bare
+    # list in JSON) are left out: no client here sends them in a body, and unknown numbers are
+    # skipped.
+    "authentication.v1.BoundObjectReference": "1 kind s o; 2 apiVersion s o; 3 name s o; 4 uid s o",
+    "authentication.v1.SelfSubjectReview": "1 metadata m:meta.v1.ObjectMeta o; 2 status m:authentication.v1.SelfSubjectReviewStatus o",
+    "authentication.v1.SelfSubjectReviewStatus": "1 userInfo m:authentication.v1.UserInfo o",
+    "authentication.v1.TokenRequest": "1 metadata m:meta.v1.ObjectMeta o; 2 spec m:authentication.v1.TokenRequestSpec; 3 status m:authentication.v1.TokenRequestStatus o",
+    "authentication.v1.TokenRequestSpec": "1 audiences s r; 3 boundObjectRef m:authentication.v1.BoundObjectReference po; 4 expirationSeconds i po",
+    "authentication.v1.TokenRequestStatus": "1 token s; 2 expirationTimestamp time",
+    "authentication.v1.UserInfo": "1 username s o; 2 uid s o; 3 groups s ro",
+    "authorization.v1.FieldSelectorAttributes": "1 rawSelector s o; 2 requirements m:meta.v1.FieldSelectorRequirement ro",
+    "authorization.v1.LabelSelectorAttributes": "1 rawSelector s o; 2 requirements m:meta.v1.LabelSelectorRequirement ro",
+    "authorization.v1.NonResourceAttributes": "1 path s o; 2 verb s o",
+    "authorization.v1.NonResourceRule": "1 verbs s r; 2 nonResourceURLs s ro",
+    "authorization.v1.ResourceAttributes": "1 namespace s o; 2 verb s o; 3 group s o; 4 version s o; 5 resource s o; 6 subresource s o; 7 name s o; 8 fieldSelector m:authorization.v1.FieldSelectorAttributes po; 9 labelSelector m:authorization.v1.LabelSelectorAttributes po",
+    "authorization.v1.ResourceRule": "1 verbs s r; 2 apiGroups s ro; 3 resources s ro; 4 resourceNames s ro",
+    "authorization.v1.SelfSubjectAccessReview": "1 metadata m:meta.v1.ObjectMeta o; 2 spec m:authorization.v1.SelfSubjectAccessReviewSpec; 3 status m:authorization.v1.SubjectAccessReviewStatus o",
+    "authorization.v1.SelfSubjectAccessReviewSpec": "1 resourceAttributes m:authorization.v1.ResourceAttributes po; 2 nonResourceAttributes m:authorization.v1.NonResourceAttributes po",
+    "authorization.v1.SelfSubjectRulesReview": "1 metadata m:meta.v1.ObjectMeta o; 2 spec m:authorization.v1.SelfSubjectRulesReviewSpec; 3 status m:authorization.v1.SubjectRulesReviewStatus o",
+    "authorization.v1.SelfSubjectRulesReviewSpec": "1 namespace s o",
+    "authorization.v1.SubjectAccessReview": "1 metadata m:meta.v1.ObjectMeta o; 2 spec m:authorization.v1.SubjectAccessReviewSpec; 3 status m:authorization.v1.SubjectAccessReviewStatus o",
+    "authorization.v1.SubjectAccessReviewSpec": "1 resourceAttributes m:authorization.v1.ResourceAttributes po; 2 nonResourceAttributes m:authorization.v1.NonResourceAttributes po; 3 user s o; 4 groups s ro; 6 uid s o",
+    "authorization.v1.SubjectAccessReviewStatus": "1 allowed bool; 2 reason s o; 3 evaluationError s o; 4 denied bool o",
+    "authorization.v1.SubjectRulesReviewStatus": "1 resourceRules m:authorization.v1.ResourceRule r; 2 nonResourceRules m:authorization.v1.NonResourceRule r; 3 incomplete bool; 4 evaluationError s o",
     "apps.v1.Deployment": "1 metadata m:meta.v1.ObjectMeta o; 2 spec m:apps.v1.DeploymentSpec o; 3 status m:apps.v1.DeploymentStatus o",
     "apps.v1.DeploymentCondition": "1 type s; 2 status s; 4 reason s o; 5 message s o; 6 lastUpdateTime time o; 7 lastTransitionTime time o",
     "apps.v1.DeploymentSpec": "1 replicas i po; 2 selector m:meta.v1.LabelSelector p; 3 template m:core.v1.PodTemplateSpec; 4 strategy m:apps.v1.DeploymentStrategy o; 5 minReadySeconds i o; 6 revisionHistoryLimit i po; 7 paused bool o; 9 progressDeadlineSeconds i po",
@@ -204,6 +235,7 @@ MESSAGES: dict[str, str] = {
     "core.v1.WindowsSecurityContextOptions": "1 gmsaCredentialSpecName s po; 2 gmsaCredentialSpec s po; 3 runAsUserName s po; 4 hostProcess bool po",
     "meta.v1.Condition": "1 type s; 2 status s; 3 observedGeneration i o; 4 lastTransitionTime time; 5 reason s; 6 message s",
     "meta.v1.DeleteOptions": "1 gracePeriodSeconds i po; 2 preconditions m:meta.v1.Preconditions po; 3 orphanDependents bool po; 4 propagationPolicy s po; 5 dryRun s ro; 6 ignoreStoreReadErrorWithClusterBreakingPotential bool po",
+    "meta.v1.FieldSelectorRequirement": "1 key s; 2 operator s; 3 values s ro",
     "meta.v1.LabelSelector": "1 matchLabels map:s:s o; 2 matchExpressions m:meta.v1.LabelSelectorRequirement ro",
     "meta.v1.LabelSelectorRequirement": "1 key s; 2 operator s; 3 values s ro",
     "meta.v1.ManagedFieldsEntry": "1 manager s o; 2 operation s o; 3 apiVersion s o; 4 time time po; 6 fieldsType s o; 7 fieldsV1 fieldsv1 po; 8 subresource s o",

@@ -8,12 +8,14 @@ import binascii
 import collections
 import json
 import logging
+import pathlib
 import random
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 import yaml
+from aiohttp import ClientTimeout as aiohttp_timeout
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -136,6 +138,8 @@ class ApiServer:
         self.default_watch_timeout = default_watch_timeout
         self.counts: collections.Counter[str] = collections.Counter()
         self.address = ""
+        # (namespace, pod) -> the file holding its container's output (kubelet.py writes it)
+        self.pod_logs: dict[tuple[str, str], pathlib.Path] = {}
         self._bootstrap()
 
     # ----------------------------------------------------------------- setup
@@ -230,6 +234,11 @@ class ApiServer:
             if discovery is not None:
                 self.counts["discovery"] += 1
                 return self._json(discovery)
+        if segments[:3] == ["api", "v1", "namespaces"] and len(segments) >= 7:
+            if segments[4] == "services" and segments[6] == "proxy":
+                return await self._proxy_service(request, segments[3], segments[5], segments[7:])
+            if segments[4] == "pods" and segments[6:] == ["log"] and request.method == "GET":
+                return self._pod_log(segments[3], segments[5], request.query)
         target = self._resolve(segments)
         if not protobuf.accepts_json(request.headers.get("Accept", "")):
             raise errors.not_acceptable(request.headers.get("Accept", ""))
@@ -287,6 +296,72 @@ class ApiServer:
             self.counts["delete"] += 1
             return await self._delete(target, body, params, username)
         raise errors.method_not_allowed()
+
+    async def _proxy_service(
+        self, request: web.Request, namespace: str, ref: str, rest: list[str]
+    ) -> web.Response:
+        """``services/[https:]<name>[:<port>]/proxy/<path>``: the request sent on to one of the
+        Service's endpoints (kubelet.py registers them), whose certificate is not verified."""
+        parts = ref.split(":")
+        scheme = parts[0] if len(parts) > 1 and parts[0] in ("http", "https") else ""
+        if scheme:
+            parts = parts[1:]
+        name, port_ref = parts[0], (parts[1] if len(parts) > 1 else "")
+        service = self.store.get(("", "services"), namespace, name)
+        if service is None:
+            raise errors.not_found("services", "", name)
+        ports = (service.get("spec") or {}).get("ports") or []
+        port = next(
+            (p for p in ports if not port_ref or str(p.get("port")) == port_ref or p.get("name") == port_ref),
+            None,
+        )
+        if port is None:
+            raise errors.service_unavailable(f'no endpoints available for service "{ref}"')
+        endpoint = self.admission.endpoint(namespace, name, int(port["port"]))
+        if endpoint is None:
+            raise errors.service_unavailable(f'no endpoints available for service "{ref}"')
+        scheme = scheme or ("https" if int(port["port"]) == 443 else "http")
+        url = f"{scheme}://{endpoint[0]}:{endpoint[1]}/" + "/".join(urllib.parse.quote(p) for p in rest)
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "accept")}
+        session = self.admission.http_session()
+        try:
+            async with session.request(
+                request.method,
+                url,
+                data=body or None,
+                headers=headers,
+                ssl=False,
+                timeout=aiohttp_timeout(30),
+            ) as response:
+                payload = await response.read()
+                return web.Response(
+                    body=payload,
+                    status=response.status,
+                    headers={"Content-Type": response.headers.get("Content-Type", "text/plain")},
+                )
+        except (TimeoutError, OSError) as e:
+            raise errors.service_unavailable(f"error trying to reach service: {e}") from None
+
+    def _pod_log(self, namespace: str, name: str, params: Any) -> web.Response:
+        """``pods/<name>/log``: the output of a pod run by the kubelet stand-in."""
+        pod = self.store.get(("", "pods"), namespace, name)
+        if pod is None:
+            raise errors.not_found("pods", "", name)
+        containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
+        container = params.get("container") or (containers[0] if containers else "")
+        if container not in containers:
+            raise errors.bad_request(f"container {container} is not valid for pod {name}")
+        path = self.pod_logs.get((namespace, name))
+        if path is None:
+            raise errors.bad_request(
+                f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'
+            )
+        text = path.read_text(errors="replace") if path.exists() else ""
+        tail = params.get("tailLines")
+        if tail and tail.isdigit():
+            text = "".join(text.splitlines(keepends=True)[-int(tail) :]) if int(tail) else ""
+        return web.Response(text=text, content_type="text/plain")
 
     def _openapi(self, request: web.Request, segments: list[str]) -> web.Response:
         self.counts["discovery"] += 1
