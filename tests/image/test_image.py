@@ -125,6 +125,7 @@ class Operator:
     webhook_port: int
     started: float
     healthy_s: float
+    metrics_url: str
 
 
 # --------------------------------------------------------------------------- the image itself
@@ -268,7 +269,7 @@ def operator(
     (tls / "tls.key").write_bytes(key)
     for name in ("tls.crt", "tls.key"):
         (tls / name).chmod(0o644)  # a Secret volume's default mode
-    health_port, webhook_port = free_port(), free_port()
+    health_port, webhook_port, metrics_port = free_port(), free_port(), free_port()
     args = [
         *image.config["Entrypoint"],
         "run",
@@ -281,6 +282,8 @@ def operator(
         f"--namespace={image_namespace}",
         "--health-host=127.0.0.1",
         f"--health-port={health_port}",
+        "--metrics-host=127.0.0.1",
+        f"--metrics-port={metrics_port}",  # /metrics apart from /healthz, as in the chart
         "--webhook",
         "--webhook-host=127.0.0.1",
         f"--webhook-port={webhook_port}",
@@ -313,7 +316,13 @@ def operator(
 
         wait_for(healthy, timeout=180, interval=0.2, message="the operator in the image never became healthy")
         op = Operator(
-            container, image_namespace, health_url, webhook_port, started, time.monotonic() - started
+            container,
+            image_namespace,
+            health_url,
+            webhook_port,
+            started,
+            time.monotonic() - started,
+            f"http://127.0.0.1:{metrics_port}/metrics",
         )
         results.setdefault("operator", {})["healthy_s"] = round(op.healthy_s, 1)
         yield op
@@ -414,7 +423,10 @@ def test_webhooks_answer(
 def test_health_and_metrics(operator: Operator, bound: dict[str, Any]) -> None:
     health = http_get(operator.health_url)
     assert health is not None and health[0] == 200, health
-    answer = http_get(operator.health_url.replace("/healthz", "/metrics"))
+    assert (http_get(operator.health_url.replace("/healthz", "/metrics")) or (0,))[0] == 404, (
+        "/metrics must not be served on the health port"
+    )
+    answer = http_get(operator.metrics_url)
     assert answer is not None and answer[0] == 200
     assert re.search(r'^rolecall_assumed_roles\{ready="true"\} 1(\.0)?$', answer[1], re.M), answer[1][:3000]
 
@@ -516,6 +528,8 @@ def test_sidecar_serves_boto3(
     )
     assert done.returncode == 0, done.stdout + done.stderr + sidecar["container"].text()[-3000:]
     answers = [json.loads(line) for line in done.stdout.splitlines()]
+    for answer in answers:
+        assert answer.pop("sdk", None), "the client reports its SDK version"
     data = k8s.secret_data(operator.namespace, bound["status"]["secretName"]) or {}
     assert (
         answers

@@ -127,3 +127,52 @@ def test_metrics_are_apart_from_health_and_health_reveals_no_binding(
 def test_metrics_can_be_closed(start_operator: Any, namespace: str, policy: str) -> None:
     op = start_operator(metrics_port=-1)
     assert op.app.metrics_port is None
+
+
+def metrics_status(port: int, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return int(exc.code)
+
+
+def test_metrics_auth_admits_only_tokens_allowed_to_get_metrics(
+    start_operator: Any, k8s: K8s, namespace: str, policy: str
+) -> None:
+    """As controller-runtime's secure serving: TokenReview says who, SubjectAccessReview
+    whether they may `get` the non-resource URL /metrics (the chart's metrics-reader role)."""
+    import kubernetes.client
+
+    op = start_operator(metrics_auth=True)
+    port = op.app.metrics_port
+    rbac = kubernetes.client.RbacAuthorizationV1Api(k8s.api)
+
+    def token_for(name: str) -> str:
+        k8s.core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+        answer = k8s.core.create_namespaced_service_account_token(name, namespace, {"spec": {}})
+        return str(answer.status.token)
+
+    reader, stranger = token_for("prometheus"), token_for("stranger")
+    role = f"metrics-reader-{namespace}"
+    rbac.create_cluster_role(
+        {"metadata": {"name": role}, "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]}
+    )
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": namespace}],
+        }
+    )
+    try:
+        assert metrics_status(port, None) == 401
+        assert metrics_status(port, "not-a-token") == 403
+        assert metrics_status(port, stranger) == 403
+        assert metrics_status(port, reader) == 200
+    finally:
+        rbac.delete_cluster_role_binding(role)
+        rbac.delete_cluster_role(role)

@@ -11,6 +11,7 @@ import base64
 import re
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 import yaml
@@ -94,11 +95,32 @@ def test_the_operator_runs_as_installed(installed: Cluster) -> None:
     assert len(pods) == 2 and all(p["status"]["phase"] == "Running" for p in pods), pods
     logs = installed.kubectl("-n", NAMESPACE, "logs", f"deployment/{RELEASE}").stdout
     assert logs.strip(), "kubectl logs shows the operator's output"
-    # what Prometheus scrapes: /metrics through the Service's http-metrics port
-    metrics = installed.kubectl(
-        "get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/services/http:{RELEASE}:http-metrics/proxy/metrics"
-    ).stdout
-    assert "# TYPE" in metrics, metrics[:500]
+    # /metrics names every binding: with the chart's defaults (metrics.auth) it answers only a
+    # bearer token allowed to get /metrics — the API server's service proxy carries none
+    proxied = installed.kubectl(
+        "get",
+        "--raw",
+        f"/api/v1/namespaces/{NAMESPACE}/services/http:{RELEASE}:http-metrics/proxy/metrics",
+        check=False,
+    )
+    assert proxied.returncode != 0 and "# TYPE" not in proxied.stdout, proxied.stdout[:500]
+    # what Prometheus does: its ServiceAccount bound to the chart's metrics-reader ClusterRole
+    installed.kubectl("-n", NAMESPACE, "create", "serviceaccount", "prometheus")
+    installed.kubectl(
+        "create",
+        "clusterrolebinding",
+        "prometheus-rolecall-metrics",
+        f"--clusterrole={RELEASE}-metrics-reader",
+        f"--serviceaccount={NAMESPACE}:prometheus",
+    )
+    token = installed.kubectl("-n", NAMESPACE, "create", "token", "prometheus").stdout.strip()
+    runner = installed.runners[-1]
+    port = runner.pods[0].ports["metrics"]
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert "# TYPE" in answer.read().decode()
     lease = installed.get_json("lease", f"{RELEASE}-leader", "-n", NAMESPACE)
     assert lease["spec"]["holderIdentity"] in {p["metadata"]["name"] for p in pods}
 

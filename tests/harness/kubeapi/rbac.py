@@ -28,7 +28,8 @@ created at start: ``cluster-admin``, ``admin``/``edit``/``view`` (aggregated; th
 
 Reviews: authorization.k8s.io/v1 SelfSubjectAccessReview, SubjectAccessReview,
 LocalSubjectAccessReview, SelfSubjectRulesReview (``kubectl auth can-i [--list]``) and
-authentication.k8s.io/v1 SelfSubjectReview (``kubectl auth whoami``).
+authentication.k8s.io/v1 SelfSubjectReview (``kubectl auth whoami``) and TokenReview (the
+operator authenticates ``/metrics`` scrapers with it).
 
 Not modelled: escalation and bind checks on writing roles and bindings, legacy token Secrets,
 the Node authorizer, webhook authorizers.
@@ -356,6 +357,7 @@ REVIEWS = {
     (AUTHZ_GROUP, "localsubjectaccessreviews"): "LocalSubjectAccessReview",
     (AUTHZ_GROUP, "selfsubjectrulesreviews"): "SelfSubjectRulesReview",
     (AUTHN_GROUP, "selfsubjectreviews"): "SelfSubjectReview",
+    (AUTHN_GROUP, "tokenreviews"): "TokenReview",
 }
 NAMESPACED_REVIEWS = frozenset({"localsubjectaccessreviews"})
 
@@ -783,6 +785,15 @@ class Auth:
         }
         if kind == "SelfSubjectReview":
             result["status"] = {"userInfo": user.info()}
+            return result, 201
+        if kind == "TokenReview":  # who is this bearer token? (the authenticator's answer)
+            reviewed = self.user_for_token(str(spec.get("token") or ""))
+            result["spec"] = {"audiences": []}
+            result["status"] = (
+                {"authenticated": True, "user": reviewed.info(), "audiences": []}
+                if reviewed is not None
+                else {"authenticated": False, "user": {}, "error": "invalid bearer token"}
+            )
             return result, 201
         if kind == "SelfSubjectRulesReview":
             namespace = str(spec.get("namespace") or "")

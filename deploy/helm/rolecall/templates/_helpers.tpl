@@ -88,7 +88,7 @@ must stay "<Service name>-webhook-tls": the operator derives it from --webhook-s
 {{/* metadata.annotations and the initial failurePolicy of a webhook configuration. With the
 operator's own certificates it starts as Ignore, without caBundle, and the operator sets
 caBundle and then the wanted policy (the annotation) once a replica answers: a fresh install
-never blocks writes. Helm's upgrade re-applies Ignore; the restarted operator sets it back. */}}
+never blocks writes. */}}
 {{- define "rolecall.webhookAnnotations" -}}
 {{- $source := include "rolecall.webhookCertSource" .root }}
 {{- if eq $source "certManager" }}
@@ -102,8 +102,16 @@ annotations:
 {{- end }}
 {{- end }}
 
+{{/* On an upgrade the configuration already exists and the operator owns its failurePolicy
+(server-side apply would answer a conflict if helm applied another value): keep the current
+value; the operator moves it to the annotation's once a replica of the new release answers. */}}
 {{- define "rolecall.webhookFailurePolicy" -}}
-{{- if eq (include "rolecall.webhookCertSource" .root) "operator" }}Ignore
+{{- if eq (include "rolecall.webhookCertSource" .root) "operator" }}
+{{- $current := lookup "admissionregistration.k8s.io/v1" .kind "" (include "rolecall.webhookConfigName" .root) }}
+{{- $hooks := dig "webhooks" (list) ($current | default dict) }}
+{{- $policy := "" }}
+{{- if $hooks }}{{ $policy = (index $hooks 0).failurePolicy | default "" }}{{ end }}
+{{- $policy | default "Ignore" }}
 {{- else }}{{ .policy }}
 {{- end }}
 {{- end }}
