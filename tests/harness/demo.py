@@ -257,7 +257,8 @@ def main() -> int:
         )
 
         say("The pod's view in file mode: the Secret as the kubelet mounts it, read by the real AWS CLI")
-        mount_path = (data["config"].split("cat ", 1)[1].split("/credentials.json", 1)[0]).strip()
+        # credential_process = cat '<mountPath>/credentials.json' (the path is quoted)
+        mount_path = data["config"].split("cat ", 1)[1].split("/credentials.json", 1)[0].strip().strip("'\"")
         mount = DEMO_DIR / "aws"
         write_mount(mount, data)
         config = data["config"].replace(mount_path, str(mount))
