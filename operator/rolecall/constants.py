@@ -84,7 +84,3 @@ class Reason(StrEnum):
     SUSPENDED = "Suspended"
     REFRESHING = "Refreshing"
     REFRESH_SUCCEEDED = "RefreshSucceeded"
-
-
-# Reasons after which retrying the same request cannot help until the spec changes.
-TERMINAL_REASONS = frozenset({Reason.INVALID_SPEC, Reason.NOT_PERMITTED, Reason.SECRET_CONFLICT})

@@ -461,8 +461,6 @@ class Reconciler:
         else:
             reason, message = exc.reason, exc.message
         shown_status = status.not_ready(b.spec, reason, message, b.context(), failing=exc, retry_at=retry_at)
-        if reason == Reason.CREDENTIALS_EXPIRED:
-            shown_status["secretName"] = b.spec.secret_name
         await self._set_status(b.key, b.body, b.state, shown_status)
         return retry_at
 

@@ -171,25 +171,6 @@ def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def owned_by(secret: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
-    """Is this Secret the managed Secret of this AssumedRole?
-
-    Either its controller reference names the AssumedRole's uid, or (the reference was
-    removed by hand) it still carries both of rolecall's labels naming this AssumedRole.
-    """
-    meta = secret.get("metadata", {})
-    uid = owner.get("metadata", {}).get("uid")
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("kind") == c.KIND_ASSUMED_ROLE and ref.get("uid") == uid:
-            return True
-    labels = meta.get("labels") or {}
-    return (
-        labels.get(c.LABEL_MANAGED_BY) == c.MANAGED_BY
-        and labels.get(c.LABEL_ASSUMED_ROLE) == binding_label_value(owner.get("metadata", {}).get("name", ""))
-        and not any(ref.get("controller") for ref in meta.get("ownerReferences") or [])
-    )
-
-
 def read_stored(secret: Mapping[str, Any] | None) -> tuple[Stored | None, Credentials | None, str]:
     """What a managed Secret holds: schedule facts, the credentials and the sidecar token.
 

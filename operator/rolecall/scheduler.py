@@ -276,7 +276,7 @@ class Scheduler:
             key = await self._ready.get()
             self._running.add(key)
             outcome = await self._guarded(key, self._run(key))
-            if isinstance(outcome, Deferred) and not isinstance(outcome, datetime.datetime):
+            if isinstance(outcome, Deferred):
                 self._running.discard(key)
                 if key in self._again:
                     # triggered while deciding: decide again instead of acting on stale facts

@@ -23,7 +23,6 @@ import pytest
 
 from rolecall.clock import FakeClock
 from tests.harness.k8s import K8s
-from tests.harness.kube_fixtures import create_test_namespace, delete_test_namespace
 from tests.harness.operator_fixtures import ROLE_PREFIX
 from tests.harness.sts import Fault, STSFaultProxy
 from tests.harness.wait import wait_for
@@ -37,18 +36,9 @@ QUIET_ROLE = ROLE_PREFIX + "team-quiet"
 
 
 @pytest.fixture
-def quiet_namespace(kube_api: Any, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = create_test_namespace(kube_api, "quiet-" + request.node.name)
-    try:
-        yield name
-    finally:
-        delete_test_namespace(kube_api, name)
-
-
-@pytest.fixture
-def two_policies(k8s: K8s, namespace: str, quiet_namespace: str) -> Iterator[None]:
-    names = [f"p-{namespace}", f"p-{quiet_namespace}"]
-    for name, ns in zip(names, (namespace, quiet_namespace), strict=True):
+def two_policies(k8s: K8s, namespace: str, other_namespace: str) -> Iterator[None]:
+    names = [f"p-{namespace}", f"p-{other_namespace}"]
+    for name, ns in zip(names, (namespace, other_namespace), strict=True):
         k8s.create_policy(name, {"namespaces": [ns], "roleArns": [ROLE_PREFIX + "team-*"]})
     yield
     for name in names:
@@ -82,7 +72,7 @@ def time_to_ready(k8s: K8s, namespace: str, name: str) -> float:
 def test_a_flood_in_one_namespace_does_not_starve_another(
     k8s: K8s,
     namespace: str,
-    quiet_namespace: str,
+    other_namespace: str,
     two_policies: None,
     start_operator: Any,
     sts: STSFaultProxy,
@@ -91,24 +81,24 @@ def test_a_flood_in_one_namespace_does_not_starve_another(
 ) -> None:
     if failing:
         sts.add_fault(Fault(error="AccessDenied", action="AssumeRole", role_arn=FLOOD_ROLE, times=None))
-    op = start_operator(namespaces=(namespace, quiet_namespace), sts_rate=RATE, sts_burst=1, workers=16)
+    op = start_operator(namespaces=(namespace, other_namespace), sts_rate=RATE, sts_burst=1, workers=16)
     # a binding that already holds credentials, to be withdrawn under the flood
-    k8s.create_ar(quiet_namespace, "withdrawn", {"roleArn": QUIET_ROLE})
-    wait_for(lambda: k8s.secret(quiet_namespace, "withdrawn"), timeout=20)
+    k8s.create_ar(other_namespace, "withdrawn", {"roleArn": QUIET_ROLE})
+    wait_for(lambda: k8s.secret(other_namespace, "withdrawn"), timeout=20)
 
     flood(k8s, namespace)
     wait_for(lambda: parked_flood(op, FLOOD // 2), timeout=60, message="the flood never queued for STS")
 
-    waited = time_to_ready(k8s, quiet_namespace, "new")
+    waited = time_to_ready(k8s, other_namespace, "new")
     assert waited < 5, f"a new binding in another namespace waited {waited:.1f}s behind the flood"
 
-    k8s.delete_policy(f"p-{quiet_namespace}")
+    k8s.delete_policy(f"p-{other_namespace}")
     k8s.create_policy(
-        f"p-{quiet_namespace}", {"namespaces": [quiet_namespace], "roleArns": [ROLE_PREFIX + "other-*"]}
+        f"p-{other_namespace}", {"namespaces": [other_namespace], "roleArns": [ROLE_PREFIX + "other-*"]}
     )
     started = time.monotonic()
     wait_for(
-        lambda: k8s.secret(quiet_namespace, "withdrawn") is None, timeout=10, message="Secret not withdrawn"
+        lambda: k8s.secret(other_namespace, "withdrawn") is None, timeout=10, message="Secret not withdrawn"
     )
     withdrawn_in = time.monotonic() - started
     assert withdrawn_in < 2, f"the withdrawn binding's Secret lived {withdrawn_in:.1f}s behind the flood"

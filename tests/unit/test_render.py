@@ -10,6 +10,7 @@ import re
 
 from rolecall import constants as c
 from rolecall import render
+from rolecall.managed_secret import owned_by
 from rolecall.model import Credentials, parse_assumed_role
 
 EXP = datetime.datetime(2026, 11, 27, 23, 0, tzinfo=datetime.UTC)
@@ -95,9 +96,9 @@ def test_label_value_of_long_names_is_a_hash_form() -> None:
     )
     assert body["metadata"]["labels"][c.LABEL_ASSUMED_ROLE] == value
     assert render.owner_name(body["metadata"]) == long_a
+    assert owned_by(body, owner["metadata"]["uid"])
     body["metadata"]["ownerReferences"] = []
     assert render.owner_name(body["metadata"]) is None  # a hash form names no object
-    assert render.owned_by(body, owner)
 
 
 def test_credentials_json_is_the_credential_process_format() -> None:
@@ -168,14 +169,16 @@ def test_ownership() -> None:
         region="",
         token="k" * 43,
     )
-    assert render.owned_by(body, OWNER)
-    other = {"metadata": {"name": "s3-reader", "uid": "uid-2"}}
-    assert not render.owned_by(body, other)
+    assert owned_by(body, OWNER["metadata"]["uid"])
+    assert not owned_by(body, "uid-2")
     foreign = {"metadata": {"name": "s3-reader", "labels": {}}}
-    assert not render.owned_by(foreign, OWNER)
-    # owner reference removed by hand, labels kept: still ours (restored on next reconcile)
+    assert not owned_by(foreign, OWNER["metadata"]["uid"])
+    # owner reference removed by hand, rolecall's labels kept: labels can be forged, so only the
+    # Secret object this process wrote (its UID) is still recognised as ours
     body["metadata"]["ownerReferences"] = []
-    assert render.owned_by(body, OWNER)
+    body["metadata"]["uid"] = "secret-uid-1"
+    assert not owned_by(body, OWNER["metadata"]["uid"])
+    assert owned_by(body, OWNER["metadata"]["uid"], known_secret_uid="secret-uid-1")
 
 
 def test_credentials_repr_hides_secrets() -> None:
